@@ -1,0 +1,1 @@
+"""The exchange log: append-only, durable before forwarding, group-committed, tamper-evident."""

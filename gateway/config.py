@@ -1,0 +1,158 @@
+"""Node configuration: TOML, validated on load, with errors that name the file, the key and the problem."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trust.oin import parse_oin
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used. The message names the file, the key and the problem."""
+
+
+def format_validation_error(path: Path, exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return f"{path}: {exc}"
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {key}: {message}")
+    return "\n".join(lines)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class NodeSection(_Section):
+    name: str = Field(min_length=1)
+    oin: str  # this node's own participant OIN
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(8443, ge=0, le=65535)
+    public_url: str  # issuer of access tokens and audience of client assertions
+    state_dir: Path = Path("var")
+
+    _oin = field_validator("oin")(parse_oin)
+
+    @field_validator("public_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/")
+
+
+class TlsSection(_Section):
+    certificate: Path  # the node's server certificate chain (PEM)
+    key: Path
+    client_certificate: Path | None = None  # for outbound calls and register pulls; defaults to the server's
+    client_key: Path | None = None
+
+
+class RegisterSection(_Section):
+    source: str  # file path, or an https:// URL of the register service's snapshot
+    operator_key: Path  # the pinned operator public key (PEM)
+    max_staleness: float = Field(300.0, gt=0)
+    poll_interval: float = Field(5.0, gt=0)
+    feed: bool = True  # follow the register's change feed when the source is a URL
+    ca_bundle: Path | None = None  # to verify the register service's TLS certificate
+
+
+class TokenSection(_Section):
+    signing_key: Path | None = None  # EC P-256 (ES256) or Ed25519 (EdDSA); generated in state_dir if absent
+    lifetime: int = Field(300, gt=0, le=300)  # seconds; the Edu-V profile wants short-lived tokens
+    assertion_max_lifetime: int = Field(300, gt=0, le=3600)
+    leeway: int = Field(5, ge=0, le=60)
+
+
+class LogSection(_Section):
+    store: Literal["sqlite", "postgresql"] = "sqlite"
+    path: Path | None = None  # SQLite file; defaults to <state_dir>/exchanges.sqlite
+    dsn: str | None = None  # PostgreSQL
+    signing_key: Path | None = None  # checkpoint key; generated in state_dir if absent
+    retention_days: int | None = Field(None, gt=0)
+    checkpoint_interval: float = Field(60.0, gt=0)
+    student_key: Path | None = None  # the secret for keyed student hashes; generated if absent
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> LogSection:
+        if self.store == "postgresql" and not self.dsn:
+            raise ValueError("store = 'postgresql' needs a dsn")
+        return self
+
+
+class RedisSection(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "edugate"
+
+
+class LimitsSection(_Section):
+    max_header_bytes: int = Field(8190, gt=0)
+    max_body_bytes: int = Field(1 << 20, gt=0)
+    upstream_timeout: float = Field(10.0, gt=0)
+    upstream_connections: int = Field(100, gt=0)
+
+
+class NodeConfig(_Section):
+    node: NodeSection
+    tls: TlsSection
+    registry: RegisterSection = Field(alias="register")  # `register` would shadow a BaseModel attribute
+    token: TokenSection = TokenSection()
+    log: LogSection = LogSection()
+    redis: RedisSection | None = None  # absent: in-process replay cache, fan-out and invalidation
+    limits: LimitsSection = LimitsSection()
+    catalogue: Path = Path("config/catalogue.toml")
+    purposes: Path = Path("config/purposes.toml")
+    # data service name -> base URL of the API this node offers for it
+    upstreams: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstream_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"upstream for {name!r} must be an http(s) URL, got {url!r}")
+        return value
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Load and validate a node configuration. Relative paths are taken from the file's own folder."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        config = NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from exc
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
+    """Make every relative path in the config relative to `base` (the config file's folder)."""
+
+    def fix(model: BaseModel) -> BaseModel:
+        updates: dict[str, object] = {}
+        for name, value in model:
+            if isinstance(value, Path) and not value.is_absolute():
+                updates[name] = (base / value).resolve()
+            elif isinstance(value, BaseModel):
+                updates[name] = fix(value)
+        return model.model_copy(update=updates)
+
+    fixed = fix(config)
+    assert isinstance(fixed, NodeConfig)
+    source = fixed.registry.source
+    if not source.startswith(("https://", "http://")) and not Path(source).is_absolute():
+        fixed = fixed.model_copy(
+            update={"registry": fixed.registry.model_copy(update={"source": str((base / source).resolve())})}
+        )
+    return fixed
