@@ -42,8 +42,8 @@ class RouteSpec(_Model):
     path: str = Field(pattern=r"^/v\d+/")  # Edu-V: the major version is in the path
 
     def compile(self) -> re.Pattern[str]:
-        pattern = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}"))
-        return re.compile(f"^{pattern}$")
+        literal = re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}")
+        return re.compile("^" + _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", literal) + "$")
 
 
 class ReferenceSpec(_Model):
