@@ -1,0 +1,99 @@
+"""Replay caches: remember each one-time identifier (a client assertion's `jti`) until it expires.
+
+`first_use(key, expires_at)` answers True exactly once for a key while it is remembered. A key only needs
+remembering until `expires_at` (the assertion's `exp` plus leeway): after that the assertion is refused for
+being expired, so the cache forgets it. One node uses the in-process cache; several nodes share Redis, so
+an assertion replayed to another node is refused as well.
+
+Both fail closed: when the cache cannot remember a key, the caller refuses the assertion rather than risk
+accepting a replay.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger("edugate.replay")
+
+
+class ReplayCache(Protocol):
+    async def first_use(self, key: str, expires_at: float) -> bool:
+        """True if `key` was not seen before (and is now remembered until `expires_at`, epoch seconds)."""
+        ...
+
+
+class ReplayCacheUnavailable(RuntimeError):
+    """The shared replay cache could not be asked; the caller must refuse (fail closed)."""
+
+
+class InProcessReplayCache:
+    """A bounded in-memory replay cache for a single node.
+
+    When `max_entries` live keys are remembered, a new key is refused (`first_use` returns False) instead
+    of evicting a live one: forgetting a live jti would let that assertion be replayed, whereas refusing
+    a fresh one only makes its client retry once older entries expire (within an assertion lifetime,
+    at most a few minutes). Only a flood of validly signed assertions can fill it.
+    """
+
+    def __init__(self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.time) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._clock = clock
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []  # (expires_at, key): the next to expire on top
+
+    def __len__(self) -> int:
+        self._purge(self._clock())
+        return len(self._expiry)
+
+    async def first_use(self, key: str, expires_at: float) -> bool:
+        now = self._clock()
+        self._purge(now)
+        if key in self._expiry:
+            return False
+        if expires_at <= now:
+            return True  # already past its expiry: nothing left to protect, so nothing to remember
+        if len(self._expiry) >= self._max_entries:
+            log.warning("replay_cache_full", max_entries=self._max_entries)
+            return False
+        self._expiry[key] = expires_at
+        heapq.heappush(self._heap, (expires_at, key))
+        return True
+
+    def _purge(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            expires_at, key = heapq.heappop(self._heap)
+            if self._expiry.get(key) == expires_at:
+                del self._expiry[key]
+
+
+class RedisReplayCache:
+    """A replay cache shared by all nodes: `SET <prefix>:replay:<key> 1 NX PXAT <ms>`, atomic in Redis.
+
+    Any Redis error raises ReplayCacheUnavailable; it never answers True without Redis having stored the key.
+    """
+
+    def __init__(self, redis: Redis, prefix: str = "edugate") -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    def redis_key(self, key: str) -> str:
+        return f"{self._prefix}:replay:{key}"
+
+    async def first_use(self, key: str, expires_at: float) -> bool:
+        # PXAT must be positive; a time in the past makes Redis store and drop the key at once.
+        at_ms = max(math.ceil(expires_at * 1000), 1)
+        try:
+            stored = await self._redis.set(self.redis_key(key), b"1", nx=True, pxat=at_ms)
+        except RedisError as exc:
+            raise ReplayCacheUnavailable(f"replay cache (Redis) unavailable: {exc}") from exc
+        return bool(stored)
