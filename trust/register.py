@@ -219,8 +219,12 @@ class RegisterHolder:
     def fresh(self) -> bool:
         return self.register is not None and self.age() <= self.max_staleness
 
-    def offer(self, register: Register) -> bool:
-        """Install `register` if it is not older than the current one. Returns True if it was newer."""
+    def offer(self, register: Register, *, confirmed: bool = True) -> bool:
+        """Install `register` if it is not older than the current one. Returns True if it was newer.
+
+        `confirmed=False` installs a snapshot from a cache (e.g. the copy kept in Redis) without counting
+        it as contact with the register: the node stays stale, and fails closed, until the register confirms.
+        """
         if register.serial < self.serial:
             raise RollbackRefused(f"register serial {register.serial} is older than {self.serial}")
         newer = register.serial > self.serial
@@ -228,7 +232,8 @@ class RegisterHolder:
             self.register = register  # one reference assignment: readers see old or new, never a mix
             for listener in self.listeners:
                 listener(register)
-        self.last_good = self.monotonic()
+        if confirmed:
+            self.last_good = self.monotonic()
         return newer
 
     def touch(self) -> None:
