@@ -1,0 +1,50 @@
+"""Keyed student references: the log holds HMACs of ECK iDs, never the ECK iD itself.
+
+One node secret; a key per school derived from it, so a school can ask "which exchanges concerned this
+ECK iD?" (the node hashes the ECK iD with that school's key) while a hash leaked from one school's
+records says nothing about the same student at another school, and nobody without the secret can test
+a guessed ECK iD against the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+SECRET_SIZE = 32
+_KEY_LABEL = b"edugate student key v1\x00"
+
+
+class StudentHasher:
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < SECRET_SIZE:
+            raise ValueError(f"the student-hash secret must be at least {SECRET_SIZE} bytes")
+        self._secret = bytes(secret)
+
+    def key_for(self, school: str) -> bytes:
+        return hmac.new(self._secret, _KEY_LABEL + school.encode(), hashlib.sha256).digest()
+
+    def hash(self, school: str, eck_id: str) -> str:
+        """hex HMAC-SHA256(key_for(school), eck_id)."""
+        return hmac.new(self.key_for(school), eck_id.encode(), hashlib.sha256).hexdigest()
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> StudentHasher:
+        """The secret at `path` (raw bytes), or 32 new random bytes written there with mode 0600."""
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = os.urandom(SECRET_SIZE)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first: use theirs
+            return cls(path.read_bytes())
+        with os.fdopen(fd, "wb") as out:
+            out.write(secret)
+            out.flush()
+            os.fsync(out.fileno())
+        return cls(secret)

@@ -1,0 +1,152 @@
+"""Signed checkpoints of an exchange log: (node, tree size, root hash, time), signed with the node's log key.
+
+A checkpoint is a compact JWS (RFC 7515) with header `{"alg": "EdDSA"|"ES256", "typ": "edugate-checkpoint+jws",
+"kid": <base64url SHA-256 of the public key's SubjectPublicKeyInfo DER>}` and a JSON payload
+`{"node": <OIN>, "tree_size": <int>, "root_hash": <base64 of 32 bytes>, "timestamp": <RFC 3339 UTC>}`.
+Verifiers pin the node's public key; nothing in the checkpoint chooses the key or the algorithm.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+CHECKPOINT_TYP = "edugate-checkpoint+jws"
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class CheckpointRejected(ValueError):
+    """A checkpoint not signed by the pinned key, or not a well-formed checkpoint."""
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    node: str
+    tree_size: int
+    root_hash: bytes
+    timestamp: datetime
+    jws: str  # the signed form; the fields above are what it says
+
+
+def _algorithm(key: PrivateKey | PublicKey) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        if key.curve.name != "secp256r1":
+            raise ValueError("checkpoint EC keys must be P-256 (ES256)")
+        return "ES256"
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise ValueError("checkpoint keys must be Ed25519 or EC P-256")
+
+
+def key_id(key: PrivateKey | PublicKey) -> str:
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) else key
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+def _utc_text(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def sign_checkpoint(
+    key: PrivateKey, *, node: str, tree_size: int, root_hash: bytes, timestamp: datetime
+) -> SignedCheckpoint:
+    if len(root_hash) != 32 or tree_size < 0:
+        raise ValueError("a checkpoint needs a 32-byte root hash and a tree size >= 0")
+    moment = _utc_text(timestamp)
+    payload = {
+        "node": node,
+        "tree_size": tree_size,
+        "root_hash": base64.b64encode(root_hash).decode(),
+        "timestamp": moment,
+    }
+    token = jwt.api_jws.encode(
+        json.dumps(payload, sort_keys=True, separators=(",", ":")).encode(),
+        key,
+        algorithm=_algorithm(key),
+        headers={"typ": CHECKPOINT_TYP, "kid": key_id(key)},
+    )
+    return SignedCheckpoint(node, tree_size, root_hash, datetime.fromisoformat(moment), token)
+
+
+def verify_checkpoint(token: str, key: PublicKey) -> SignedCheckpoint:
+    """Check the signature with the pinned key and return what the checkpoint says. Raises CheckpointRejected."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise CheckpointRejected(f"not a JWS: {exc}") from exc
+    if header.get("typ") != CHECKPOINT_TYP:
+        raise CheckpointRejected(f"typ must be {CHECKPOINT_TYP!r}, got {header.get('typ')!r}")
+    for forbidden in ("crit", "jku", "x5u", "jwk", "x5c"):
+        if forbidden in header:
+            raise CheckpointRejected(f"header parameter {forbidden!r} is not accepted")
+    try:
+        raw = jwt.api_jws.decode(token, key, algorithms=[_algorithm(key)])
+    except jwt.PyJWTError as exc:
+        raise CheckpointRejected(f"signature does not verify with the given public key: {exc}") from exc
+    try:
+        payload = json.loads(raw)
+        root = base64.b64decode(payload["root_hash"], validate=True)
+        size = payload["tree_size"]
+        node = payload["node"]
+        moment = datetime.fromisoformat(payload["timestamp"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointRejected(f"checkpoint payload invalid: {exc}") from exc
+    if len(root) != 32 or not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(node, str):
+        raise CheckpointRejected("checkpoint payload invalid: root_hash, tree_size or node malformed")
+    if moment.tzinfo is None:
+        raise CheckpointRejected("checkpoint payload invalid: timestamp without time zone")
+    return SignedCheckpoint(node, size, root, moment, token)
+
+
+def load_or_create_signing_key(path: Path) -> PrivateKey:
+    """The log's signing key at `path` (PEM, Ed25519 or EC P-256), or a new Ed25519 key written there (0600)."""
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        pem = None
+    if pem is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = ed25519.Ed25519PrivateKey.generate()
+        data = new.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pem = path.read_bytes()
+        else:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            return new
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError(f"{path}: the log signing key must be an Ed25519 or EC P-256 private key")
+    _algorithm(key)
+    return key
+
+
+def public_key_pem(key: PrivateKey | PublicKey) -> bytes:
+    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public_key(pem: bytes) -> PublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        raise ValueError("the log public key must be an Ed25519 or EC P-256 public key")
+    _algorithm(key)
+    return key
