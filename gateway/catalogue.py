@@ -77,6 +77,8 @@ class DataService(_Model):
     school: ReferenceSpec = ReferenceSpec()
     student: ReferenceSpec = ReferenceSpec()
     pseudonymise: bool = False  # per-recipient pseudonyms of the ECK iD
+    # Paths (within the allowlist) whose values may be e-mail addresses; anywhere else one is refused.
+    email_fields: tuple[str, ...] = ()
 
     @property
     def caller_role(self) -> Role:
@@ -87,6 +89,32 @@ class DataService(_Model):
         for scope in self.attributes:
             if scope != self.scope:
                 raise ValueError(f"attributes are given for scope {scope!r}, but the service's scope is {self.scope!r}")
+        return self
+
+    @field_validator("purposes")
+    @classmethod
+    def _purpose_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for code in value:
+            if not re.fullmatch(r"[a-u]", code):
+                raise ValueError(f"purpose {code!r} is not a covenant art. 5.2 code (a to u)")
+        return value
+
+    @model_validator(mode="after")
+    def _paths_and_pseudonyms(self) -> DataService:
+        from gateway.minimisation import Allowlist, PathError, parse_path
+
+        try:
+            for paths in self.attributes.values():
+                Allowlist(paths)
+            for path in self.email_fields:
+                parse_path(path)
+            for location in (*self.school.request, *self.student.request, *self.student.response):
+                if location.startswith("body:"):
+                    parse_path(location.removeprefix("body:"))
+        except PathError as exc:
+            raise ValueError(str(exc)) from exc
+        if self.pseudonymise and any(not loc.startswith("body:") for loc in self.student.request):
+            raise ValueError("pseudonymise needs the student references of requests in the body (they are translated)")
         return self
 
 

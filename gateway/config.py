@@ -99,6 +99,25 @@ class LimitsSection(_Section):
     upstream_connections: int = Field(100, gt=0)
 
 
+class ActivationSection(_Section):
+    """Where this node keeps activations (consent) and school credentials."""
+
+    store: Literal["sqlite", "postgresql"] = "sqlite"
+    path: Path | None = None  # SQLite file; defaults to <state_dir>/activations.sqlite
+    dsn: str | None = None  # PostgreSQL
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> ActivationSection:
+        if self.store == "postgresql" and not self.dsn:
+            raise ValueError("store = 'postgresql' needs a dsn")
+        return self
+
+
+class PseudonymSection(_Section):
+    # The node's secret for per-recipient pseudonyms (32+ random bytes); generated in state_dir if absent.
+    key: Path | None = None
+
+
 class NodeConfig(_Section):
     node: NodeSection
     tls: TlsSection
@@ -107,6 +126,8 @@ class NodeConfig(_Section):
     log: LogSection = LogSection()
     redis: RedisSection | None = None  # absent: in-process replay cache, fan-out and invalidation
     limits: LimitsSection = LimitsSection()
+    activation: ActivationSection = ActivationSection()
+    pseudonyms: PseudonymSection = PseudonymSection()
     catalogue: Path = Path("config/catalogue.toml")
     purposes: Path = Path("config/purposes.toml")
     # data service name -> base URL of the API this node offers for it

@@ -1,0 +1,133 @@
+"""Where activations are kept: SQLite (aiosqlite, the embedded default) or PostgreSQL (asyncpg).
+
+Both speak the same SQL, written with `$n` placeholders (asyncpg's); SQLite gets them as `?` (each statement uses
+its placeholders once, in order). Times are stored as fixed-width RFC 3339 UTC text so that they sort as text.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+import asyncpg
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS activations (
+        id TEXT PRIMARY KEY,
+        school TEXT NOT NULL,
+        data_service TEXT NOT NULL,
+        counterparty TEXT NOT NULL,
+        purposes TEXT NOT NULL,
+        status TEXT NOT NULL,
+        valid_from TEXT NOT NULL,
+        valid_until TEXT,
+        agreement_reference TEXT,
+        agreement_valid_from TEXT,
+        agreement_valid_until TEXT,
+        requested_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        revoked_at TEXT,
+        revoked_reason TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS activations_key ON activations (school, data_service, counterparty)",
+    "CREATE INDEX IF NOT EXISTS activations_counterparty ON activations (counterparty, updated_at)",
+    """CREATE TABLE IF NOT EXISTS school_keys (
+        key_id TEXT PRIMARY KEY,
+        school TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        label TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+)
+
+_PLACEHOLDER = re.compile(r"\$\d+")
+
+
+def to_text(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+
+
+def from_text(value: str | None) -> datetime | None:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if value is not None else None
+
+
+class Backend(Protocol):
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a change; returns the number of rows it touched."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SqliteBackend:
+    """One connection (aiosqlite runs it on its own thread); WAL so readers in other processes are not blocked."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self.connection = connection
+        self.connection.row_factory = aiosqlite.Row
+        self.own_changes = 0  # SQLite's data_version does not move for this connection's own commits
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteBackend:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = await aiosqlite.connect(path)
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA busy_timeout=5000")
+        for statement in SCHEMA:
+            await connection.execute(statement)
+        await connection.commit()
+        return cls(connection)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with self.connection.execute(_PLACEHOLDER.sub("?", sql), args) as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.connection.execute(_PLACEHOLDER.sub("?", sql), args) as cursor:
+            count = cursor.rowcount
+        await self.connection.commit()
+        self.own_changes += 1
+        return count
+
+    async def data_version(self) -> int:
+        """Changes committed by other connections (the CLI, another node process) since this one opened."""
+        async with self.connection.execute("PRAGMA data_version") as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+class PostgresBackend:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str) -> PostgresBackend:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        # Several nodes may start at once against one database: one creates the schema at a time.
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock(4004)")
+            for statement in SCHEMA:
+                await connection.execute(statement)
+        return cls(pool)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(sql, *args)
+        return [dict(row) for row in rows]
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status: str = await self.pool.execute(sql, *args)
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def close(self) -> None:
+        await self.pool.close()

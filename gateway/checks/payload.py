@@ -1,0 +1,70 @@
+"""The request body as JSON, read once (within the node's size limit) for the checks that need it, and the
+values at a reference location (`body:<path>`, `query:<name>`, `path:<param>`, `header:<name>`)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from gateway.denials import PayloadTooLarge, SchemaIncorrect
+from gateway.exchange import Exchange
+from gateway.minimisation import values_at
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+_UNREAD = object()
+
+
+async def read_body(node: Node, x: Exchange, *, step: str) -> bytes:
+    """The whole request body, refused past `limits.max_body_bytes` (checked before and while reading)."""
+    if x.body is not None:
+        return x.body
+    limit = node.config.limits.max_body_bytes
+    declared = x.request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await x.request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
+        chunks.append(chunk)
+    x.body = b"".join(chunks)
+    return x.body
+
+
+def parse_json(body: bytes, *, what: str, step: str) -> Any:
+    """JSON, or 0011. The message names the position, never the content."""
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise SchemaIncorrect(f"the {what} is not UTF-8 JSON", step=step) from exc
+    except json.JSONDecodeError as exc:
+        raise SchemaIncorrect(f"the {what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                              step=step) from exc
+
+
+async def request_payload(node: Node, x: Exchange, *, step: str) -> Any:
+    """The parsed JSON request body (kept in `x.payload`)."""
+    if x.payload is None:
+        x.payload = parse_json(await read_body(node, x, step=step), what="request body", step=step)
+    return x.payload
+
+
+async def reference_values(node: Node, x: Exchange, location: str, *, step: str) -> list[Any]:
+    """Every value found at a catalogue location in the request."""
+    kind, _, where = location.partition(":")
+    if kind == "body":
+        return values_at(await request_payload(node, x, step=step), where)
+    if kind == "query":
+        return list(x.request.query.getall(where, []))
+    if kind == "path":
+        return [x.path_params[where]] if where in x.path_params else []
+    if kind == "header":
+        return list(x.request.headers.getall(where, []))
+    raise AssertionError(f"unknown location kind {kind!r}")  # the catalogue validates locations on load

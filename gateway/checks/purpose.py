@@ -1,0 +1,55 @@
+"""The purpose an exchange is for: declared per request, within what the token, the service and the school allow.
+
+The access token carries the purposes bound at the token request (`purposes`). A request declares one of them in
+the `Edu-Purpose` header: it may narrow the token's purposes, never widen them. Without the header, a token bound
+to exactly one purpose declares that one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.denials import ConsentRequired, Denial, Forbidden
+from gateway.exchange import Exchange
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+PURPOSE_HEADER = "Edu-Purpose"
+
+
+def purpose(node: Node, x: Exchange) -> None:
+    assert x.token is not None and x.service is not None
+    bound = frozenset(x.token.purposes)
+    declared = [value.strip() for value in x.request.headers.getall(PURPOSE_HEADER, [])]
+    if len(declared) > 1 or any("," in value or " " in value for value in declared):
+        raise Denial(f"declare exactly one purpose in {PURPOSE_HEADER}", step="purpose")
+    if declared and declared[0]:
+        code = declared[0]
+    elif len(bound) == 1:
+        (code,) = bound
+    elif not bound:
+        raise Forbidden("the access token is bound to no purpose; ask for one at the token request", step="purpose")
+    else:
+        raise Forbidden(
+            f"declare the purpose of this exchange in {PURPOSE_HEADER}: the access token allows "
+            f"{', '.join(sorted(bound))}",
+            step="purpose",
+        )
+    what = node.purposes.describe(code)
+    if code not in node.purposes:
+        raise Forbidden(f"purpose {what}", step="purpose")
+    if code not in bound:
+        raise Forbidden(
+            f"purpose {what} is not bound into the access token (bound: {', '.join(sorted(bound)) or 'none'}); "
+            "a request may narrow the token's purposes, never widen them",
+            step="purpose",
+        )
+    if code not in x.service.purposes:
+        raise Forbidden(f"purpose {what} is not allowed for data service {x.service.name!r}", step="purpose")
+    if x.activation is not None and code not in x.activation.purposes:
+        raise ConsentRequired(
+            f"school {x.school}'s activation of data service {x.service.name!r} does not cover purpose {what}",
+            step="purpose",
+        )
+    x.purpose = code

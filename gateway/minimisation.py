@@ -1,0 +1,306 @@
+"""Data minimisation: a payload cut to an allowlist of JSON paths, with direct identifiers refused.
+
+Paths name members from the root, `.` between members and `[]` for the items of an array:
+`status`, `student.id`, `records[].student.id`, `[].id` (items of a root array), `grid[][].x`. A path names a
+member and everything under it; a member whose path is not listed (and not under a listed one) is removed and
+counted, or, where the data service says so, refused. A `null` in place of an expected object or array carries
+nothing and is kept.
+
+Whatever stays is also searched for direct identifiers that must not travel where the ECK iD serves
+(`trust.direct_identifiers`): a PGN/BSN anywhere, an e-mail address outside the fields allowed to hold one, a
+name member unless its own path is listed (a listed parent such as `additionalInfo` does not license a
+`firstName` inside it). These refuse the payload in every mode: removing them would hide a sender's error.
+
+Nothing here repeats a value: refusals and counts name paths only, as templates (`records[].note`, no indexes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from trust.direct_identifiers import IdentifierKind, identifier_in, is_name_key
+
+_SEGMENT = re.compile(r"([A-Za-z0-9_$@\-]*)((?:\[\])*)")
+
+
+class PathError(ValueError):
+    """A JSON path that does not follow the grammar, or paths that disagree about a member's shape."""
+
+
+class MinimisationRefused(ValueError):
+    """The payload may not travel. `path` is the template of the offending member; never its value."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class FieldNotAllowed(MinimisationRefused):
+    pass
+
+
+class DirectIdentifier(MinimisationRefused):
+    def __init__(self, message: str, path: str, kind: IdentifierKind) -> None:
+        super().__init__(message, path)
+        self.kind = kind
+
+
+Step = tuple[Literal["key"], str] | tuple[Literal["item"], None]
+
+
+def parse_path(path: str) -> tuple[Step, ...]:
+    """`records[].student.id` -> key records, item, key student, key id."""
+    if not path or path != path.strip():
+        raise PathError(f"{path!r}: a JSON path is a non-empty string without surrounding spaces")
+    steps: list[Step] = []
+    for index, segment in enumerate(path.split(".")):
+        found = _SEGMENT.fullmatch(segment)
+        if found is None or (not found.group(1) and (index > 0 or not found.group(2))):
+            raise PathError(f"{path!r}: segment {segment!r} is not a member name followed by any number of []")
+        if found.group(1):
+            steps.append(("key", found.group(1)))
+        steps.extend([("item", None)] * (len(found.group(2)) // 2))
+    return tuple(steps)
+
+
+def template(steps: Iterable[Step]) -> str:
+    """The path of a member, for matching and messages. A member name that is itself a direct identifier (a BSN as
+    a key) is shown as `(identifier)`, so that no message or log line ever carries it."""
+    out = ""
+    for kind, name in steps:
+        if kind == "key" and identifier_in(name) is not None:
+            name = "(identifier)"
+        out += "[]" if kind == "item" else (f".{name}" if out else str(name))
+    return out
+
+
+# The compiled allowlist is a tree: LEAF (everything under it), an object node (member -> node) or an array node.
+@dataclass
+class _Node:
+    kind: Literal["leaf", "object", "array"]
+    members: dict[str, _Node] = field(default_factory=dict)
+    item: _Node | None = None
+
+
+def _insert(node: _Node, steps: tuple[Step, ...], path: str) -> _Node:
+    if not steps:
+        return _Node("leaf")
+    kind, name = steps[0]
+    wanted: Literal["object", "array"] = "object" if kind == "key" else "array"
+    if node.kind == "leaf":
+        return node
+    if node.kind != wanted:
+        if node.members or node.item:
+            raise PathError(f"{path!r}: another path makes this member an {node.kind}, this one an {wanted}")
+        node.kind = wanted
+    if kind == "key":
+        assert name is not None
+        child = node.members.get(name, _Node("object"))
+        node.members[name] = _insert(child, steps[1:], path)
+    else:
+        node.item = _insert(node.item or _Node("object"), steps[1:], path)
+    return node
+
+
+@dataclass(frozen=True)
+class Minimised:
+    payload: Any
+    removed: int  # members (or array items) cut, each counted once whatever it held
+    removed_paths: tuple[str, ...]  # their templates, for a log message
+
+
+class Allowlist:
+    """The allowed JSON paths of a payload, compiled for filtering."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.paths = tuple(paths)
+        root = _Node("object")
+        for path in self.paths:
+            root = _insert(root, parse_path(path), path)
+        self._root = root
+        # Name members are only allowed where their own path is listed.
+        self._named = {template(parse_path(p)) for p in self.paths}
+
+    def allows(self, path: str) -> bool:
+        """Whether a value at `path` (a template) may stay: its path, or a parent's, is listed."""
+        return self._reach(path) == "leaf"
+
+    def on_the_way(self, path: str) -> bool:
+        """Whether `path` is a container on the way to a listed path (kept, holding only what is listed)."""
+        return self._reach(path) in {"object", "array"}
+
+    def _reach(self, path: str) -> str | None:
+        node: _Node | None = self._root
+        for kind, name in parse_path(path):
+            if node is None:
+                return None
+            if node.kind == "leaf":
+                return "leaf"
+            if kind == "key" and node.kind == "object":
+                assert name is not None
+                node = node.members.get(name)
+            elif kind == "item" and node.kind == "array":
+                node = node.item
+            else:
+                return None
+        return node.kind if node is not None else None
+
+    def minimise(
+        self, payload: Any, *, refuse_extra: bool, email_paths: Iterable[str] = ()
+    ) -> Minimised:
+        """`payload` cut to the allowlist. Raises FieldNotAllowed (extra member, when `refuse_extra`) or
+        DirectIdentifier (a PGN, an e-mail address, a name member that may not travel)."""
+        walk = _Walk(refuse_extra, frozenset(email_paths), self._named)
+        result = walk.filter(payload, self._root, ())
+        return Minimised(None if result is _REMOVED else result, walk.removed, tuple(walk.removed_paths))
+
+
+_REMOVED = object()
+_WHAT = {"pgn": "a BSN/PGN (a 9-digit number passing the eleven-test)", "email": "an e-mail address", "name": "a name"}
+
+
+class _Walk:
+    def __init__(self, refuse_extra: bool, email_paths: frozenset[str], named: set[str]) -> None:
+        self.refuse_extra = refuse_extra
+        self.email_paths = email_paths
+        self.named = named
+        self.removed = 0
+        self.removed_paths: list[str] = []
+
+    def cut(self, steps: tuple[Step, ...]) -> object:
+        path = template(steps) or "(root)"
+        if self.refuse_extra:
+            raise FieldNotAllowed(f"field {path!r} is not allowed for this data service", path)
+        self.removed += 1
+        if path not in self.removed_paths:
+            self.removed_paths.append(path)
+        return _REMOVED
+
+    def filter(self, value: Any, node: _Node, steps: tuple[Step, ...]) -> Any:
+        if node.kind == "leaf":
+            self.inspect(value, steps)
+            return value
+        if value is None:
+            return None
+        if node.kind == "object":
+            if not isinstance(value, dict):
+                return self.cut(steps)
+            kept: dict[str, Any] = {}
+            for key, member in value.items():
+                here: tuple[Step, ...] = (*steps, ("key", key))
+                self.check_key(key, here)
+                child = node.members.get(key)
+                if child is None:
+                    self.cut(here)
+                    continue
+                result = self.filter(member, child, here)
+                if result is not _REMOVED:
+                    kept[key] = result
+            return kept
+        if not isinstance(value, list):
+            return self.cut(steps)
+        assert node.item is not None
+        items = [self.filter(item, node.item, (*steps, ("item", None))) for item in value]
+        return [item for item in items if item is not _REMOVED]
+
+    def check_key(self, key: str, steps: tuple[Step, ...]) -> None:
+        """A member name that is a name field outside the allowlist, or is itself a PGN or e-mail address."""
+        path = template(steps)
+        if is_name_key(key) and path not in self.named:
+            raise DirectIdentifier(f"field {path!r} holds a name, which may not travel where the ECK iD serves",
+                                   path, "name")
+        found = identifier_in(key)
+        if found is not None:
+            raise DirectIdentifier(f"a member name at {path!r} is {_WHAT[found]}, which may not travel", path, found)
+
+    def inspect(self, value: Any, steps: tuple[Step, ...]) -> None:
+        """An allowed value, searched (with everything under it) for direct identifiers."""
+        for here, key, scalar in _scalars(value, steps):
+            if key is not None:
+                self.check_key(key, here)
+                continue
+            found = identifier_in(scalar, email_allowed=template(here) in self.email_paths)
+            if found is not None:
+                path = template(here)
+                raise DirectIdentifier(f"field {path!r} holds {_WHAT[found]}, which may not travel", path, found)
+
+
+def _scalars(value: Any, steps: tuple[Step, ...]) -> Iterator[tuple[tuple[Step, ...], str | None, Any]]:
+    """Every member name (as key) and scalar under `value`, with its path."""
+    if isinstance(value, dict):
+        for key, member in value.items():
+            here: tuple[Step, ...] = (*steps, ("key", key))
+            yield here, key, None
+            yield from _scalars(member, here)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _scalars(item, (*steps, ("item", None)))
+    else:
+        yield steps, None, value
+
+
+def values_at(payload: Any, path: str) -> list[Any]:
+    """Every value at `path` in `payload` (several where the path crosses arrays); absent members give nothing."""
+    found: list[Any] = []
+
+    def walk(value: Any, steps: tuple[Step, ...]) -> None:
+        if not steps:
+            found.append(value)
+            return
+        kind, name = steps[0]
+        if kind == "key" and isinstance(value, dict) and name in value:
+            walk(value[name], steps[1:])
+        elif kind == "item" and isinstance(value, list):
+            for item in value:
+                walk(item, steps[1:])
+
+    walk(payload, parse_path(path))
+    return found
+
+
+def replace_at(payload: Any, path: str, change: Callable[[Any], Any]) -> Any:
+    """A copy of `payload` with every value at `path` replaced by `change(value)`."""
+
+    def walk(value: Any, steps: tuple[Step, ...]) -> Any:
+        if not steps:
+            return change(value)
+        kind, name = steps[0]
+        if kind == "key" and isinstance(value, dict) and name in value:
+            return {**value, name: walk(value[name], steps[1:])}
+        if kind == "item" and isinstance(value, list):
+            return [walk(item, steps[1:]) for item in value]
+        return value
+
+    return walk(payload, parse_path(path))
+
+
+def value_paths(payload: Any) -> tuple[set[str], set[str]]:
+    """The templates of every container (object or array, not the root) and of every non-null scalar in
+    `payload`: what a test compares with the allowlist."""
+    containers: set[str] = set()
+    scalars: set[str] = set()
+
+    def walk(value: Any, steps: tuple[Step, ...]) -> None:
+        if isinstance(value, dict | list):
+            if steps:
+                containers.add(template(steps))
+        elif value is not None:
+            scalars.add(template(steps) or "(root)")
+        if isinstance(value, dict):
+            for key, member in value.items():
+                walk(member, (*steps, ("key", key)))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, (*steps, ("item", None)))
+
+    walk(payload, ())
+    return containers, scalars
+
+
+def scan_identifiers(payload: Any, *, email_paths: Iterable[str] = ()) -> None:
+    """Raise DirectIdentifier if anything in `payload` is a direct identifier (for services with no allowlist:
+    every member may travel, but not a PGN, an e-mail address outside `email_paths`, or a name member)."""
+    _Walk(refuse_extra=False, email_paths=frozenset(email_paths), named=set()).inspect(payload, ())
