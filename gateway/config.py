@@ -118,6 +118,42 @@ class PseudonymSection(_Section):
     key: Path | None = None
 
 
+class OidcProviderSection(_Section):
+    """A school's own OpenID Connect identity provider for the portal."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")  # in the callback path: /portal/oidc/<name>/callback
+    title: str = ""  # on the login button; defaults to the name
+    issuer: str
+    metadata_url: str | None = None  # defaults to <issuer>/.well-known/openid-configuration
+    client_id: str = Field(min_length=1)
+    client_secret: str | None = None
+    client_secret_file: Path | None = None
+    scopes: str = "openid email profile"
+    # The claim that names the school. Its value is the school's organisationMasterIdentifier, or a key of
+    # `school_map` when that is given (claim value -> organisationMasterIdentifier).
+    school_claim: str = "organisationMasterIdentifier"
+    school_map: dict[str, str] = Field(default_factory=dict)
+    # The schools this provider may speak for: a login for any other school is refused (fails closed).
+    schools: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> OidcProviderSection:
+        if (self.client_secret is None) == (self.client_secret_file is None):
+            raise ValueError("give exactly one of client_secret and client_secret_file")
+        return self
+
+
+class PortalSection(_Section):
+    """The school portal: local accounts, OpenID Connect providers, sessions."""
+
+    enabled: bool = True
+    accounts: Path | None = None  # SQLite file of local accounts; defaults to <state_dir>/portal-accounts.sqlite
+    session_lifetime: int = Field(8 * 3600, gt=0)  # seconds
+    max_failed_logins: int = Field(5, gt=0)  # consecutive failures before an account is locked
+    lockout_minutes: float = Field(15.0, gt=0)
+    oidc: tuple[OidcProviderSection, ...] = ()
+
+
 class NodeConfig(_Section):
     node: NodeSection
     tls: TlsSection
@@ -128,6 +164,7 @@ class NodeConfig(_Section):
     limits: LimitsSection = LimitsSection()
     activation: ActivationSection = ActivationSection()
     pseudonyms: PseudonymSection = PseudonymSection()
+    portal: PortalSection = PortalSection()
     catalogue: Path = Path("config/catalogue.toml")
     purposes: Path = Path("config/purposes.toml")
     # data service name -> base URL of the API this node offers for it
