@@ -239,14 +239,19 @@ class RegisterStore:
 
     # ---- changing ------------------------------------------------------------------------------------
 
-    async def _change(self, actor: str, action: str, subject: str, apply: Apply) -> int:
-        """Run `apply` and publish the result as the next serial, with a history entry, all or nothing."""
+    async def _change(self, actor: str, action: str, subject: str, apply: Apply, *, floor: int = 0) -> int:
+        """Run `apply` and publish the result as the next serial, with a history entry, all or nothing.
+
+        `floor`: the new serial is above it too (an import of a register that had reached a higher serial)."""
         try:
             async with self.db.transaction() as conn:
                 # Bumping first locks the state row: concurrent changes queue here, so `before` is exact.
                 serial = int(await conn.fetchval(
                     "UPDATE register_state SET serial = serial + 1 WHERE id = 1 RETURNING serial"))
-                previous = await conn.fetchval("SELECT document FROM documents WHERE serial = ?", serial - 1)
+                if serial <= floor:
+                    serial = floor + 1
+                    await conn.execute("UPDATE register_state SET serial = ? WHERE id = 1", serial)
+                previous = await conn.fetchval("SELECT document FROM documents ORDER BY serial DESC LIMIT 1")
                 before = _subject_state(json.loads(previous), subject) if previous else None
                 await apply(conn)
                 now = self.clock()
@@ -618,7 +623,8 @@ class RegisterStore:
                     "INSERT INTO trusted_cas (fingerprint, subject, pem, not_after, added_at) VALUES (?, ?, ?, ?, ?)",
                     ca.thumbprint, ca.subject, ca.pem, _iso(ca.not_after), now)
 
-        return await self._change(actor, "import register", "register", apply)
+        # Nodes that followed the exported register hold its serial: go past it, or they would refuse a rollback.
+        return await self._change(actor, "import register", "register", apply, floor=int(data.get("serial", 0)))
 
 
 def _key_source(jwks: dict[str, Any] | None, jwks_uri: str | None) -> tuple[str | None, str | None]:
