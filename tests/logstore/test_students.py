@@ -1,0 +1,45 @@
+"""Keyed student hashes: per school, stable across restarts, the secret kept private on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import stat
+from pathlib import Path
+
+import pytest
+
+from connectors.logstore.students import StudentHasher
+
+ECK = "https://ketenid.nl/201703/" + "0f" * 64
+
+
+def test_the_hash_is_an_hmac_of_the_eck_id_under_the_schools_key() -> None:
+    hasher = StudentHasher(b"s" * 32)
+    expected = hmac.new(hasher.key_for("104A158"), ECK.encode(), hashlib.sha256).hexdigest()
+    assert hasher.hash("104A158", ECK) == expected
+    assert len(expected) == 64
+
+
+def test_each_school_has_its_own_key_so_hashes_do_not_link_across_schools() -> None:
+    hasher = StudentHasher(b"s" * 32)
+    assert hasher.key_for("104A158") != hasher.key_for("20XY001")
+    assert hasher.hash("104A158", ECK) != hasher.hash("20XY001", ECK)
+
+
+def test_another_secret_gives_other_hashes() -> None:
+    assert StudentHasher(b"s" * 32).hash("104A158", ECK) != StudentHasher(b"t" * 32).hash("104A158", ECK)
+
+
+def test_a_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        StudentHasher(b"short")
+
+
+def test_the_secret_is_created_once_with_mode_0600_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "student-hash.key"
+    first = StudentHasher.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(path.read_bytes()) == 32
+    again = StudentHasher.load_or_create(path)
+    assert again.hash("104A158", ECK) == first.hash("104A158", ECK)
