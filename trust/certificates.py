@@ -148,6 +148,9 @@ class ClientCertificateVerifier:
             raise CertificateRejected(
                 f"certificate issuer {certificate.issuer.rfc4514_string()!r} is not a CA the register trusts"
             )
+        current = [ca for ca in issuers if ca.not_valid_before_utc <= now <= ca.not_valid_after_utc]
+        if not current:
+            _check_window(issuers[0].not_valid_before_utc, issuers[0].not_valid_after_utc, now, "the issuing CA")
         _check_usage(certificate)
         oin = oin_of(certificate)
         store = self._trust_store(register)

@@ -12,6 +12,9 @@ Signatures are pyjwt's; the claim checks are written out here so each refusal sa
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 import uuid
 from collections import OrderedDict
@@ -88,10 +91,17 @@ def _header(token: str, error: str) -> dict[str, Any]:
         raise TokenRejected("no token", error)
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenRejected(f"token longer than {MAX_TOKEN_BYTES} bytes", error)
+    # Read the header ourselves (pyjwt would refuse a `crit` before we could say so); pyjwt parses it again
+    # when it checks the signature.
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenRejected("malformed JWT: not three dot-separated parts (a JWE or JSON serialisation?)", error)
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise TokenRejected(f"malformed JWT: {exc}", error) from exc
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise TokenRejected(f"malformed JWT header: {exc}", error) from exc
+    if not isinstance(header, dict):
+        raise TokenRejected("malformed JWT header: not a JSON object", error)
     for name in FORBIDDEN_HEADERS:
         if name in header:
             raise TokenRejected(f"header parameter {name!r} is not accepted", error)
