@@ -187,8 +187,13 @@ class JwksFetcher:
         if future is None:  # one fetch per URL at a time; concurrent callers share it
             future = asyncio.ensure_future(self._fetch(url))
             self._inflight[url] = future
-            future.add_done_callback(lambda _: self._inflight.pop(url, None))
+            future.add_done_callback(lambda done: self._settled(url, done))
         return (await asyncio.shield(future)).jwks
+
+    def _settled(self, url: str, done: asyncio.Future[_Entry]) -> None:
+        self._inflight.pop(url, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a failure whose waiters were all cancelled is not reported as lost
 
     async def _fetch(self, url: str) -> _Entry:
         if not url.startswith("https://"):

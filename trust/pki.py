@@ -73,9 +73,9 @@ class Issued:
         cert_path.write_bytes(self.chain_pem())
         # Create the key file private from the start, so it is never readable by others, not even briefly.
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT: tighten it before writing
         with os.fdopen(fd, "wb") as out:
             out.write(self.key_pem())
-        os.chmod(key_path, 0o600)  # an existing file keeps its old mode through O_CREAT
         return cert_path, key_path
 
 

@@ -309,6 +309,11 @@ class ClientAssertionVerifier:
         self._replay = replay
         self._jwks = jwks
 
+    async def close(self) -> None:
+        """Close the JWKS fetcher's HTTP session, if there is one."""
+        if self._jwks is not None:
+            await self._jwks.close()
+
     async def verify(
         self, assertion: str, *, peer: PeerIdentity, register: Register, now: float | None = None
     ) -> tuple[Participant, Client]:

@@ -154,3 +154,11 @@ def test_ca_validity_can_be_set_for_expiry_tests() -> None:
     ca = create_ca("short", valid_days=2)
     lifetime = ca.certificate.not_valid_after_utc - ca.certificate.not_valid_before_utc
     assert lifetime.days == 2
+
+
+def test_rewriting_a_key_file_makes_it_private_even_if_it_was_readable(publisher_cert: Issued, tmp_path: Path) -> None:
+    key_path = tmp_path / "publisher.key"
+    key_path.write_bytes(b"old")
+    key_path.chmod(0o644)
+    publisher_cert.write(tmp_path, "publisher")
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -735,3 +736,37 @@ async def test_a_client_with_a_jwks_uri_is_refused_when_the_node_fetches_none(
     remote_key = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(TokenRejected, match="this node fetches none"):
         await _verifier().verify(_remote_assertion(remote_key, "remote-1"), peer=peer, register=federation.register())
+
+
+async def test_concurrent_assertions_share_one_jwks_fetch(
+    ca: Issued, federation: Federation, peer: PeerIdentity, jwks_server: JwksServer
+) -> None:
+    remote_key = ec.generate_private_key(ec.SECP256R1())
+    jwks_server.keys = [public_jwk(remote_key, "remote-1")]
+    federation.jwks_uri = jwks_server.url
+    register = federation.register()
+    async with JwksFetcher(ssl=_trusting(ca)) as fetcher:
+        verifier = _verifier(jwks=fetcher)
+        assertions = [_remote_assertion(remote_key, "remote-1") for _ in range(10)]
+        results = await asyncio.gather(*(verifier.verify(a, peer=peer, register=register) for a in assertions))
+    assert {client.client_id for _, client in results} == {"publisher-remote"}
+    assert jwks_server.hits == 1
+
+
+async def test_a_cached_jwks_is_fetched_again_after_its_ttl(
+    ca: Issued, federation: Federation, peer: PeerIdentity, jwks_server: JwksServer
+) -> None:
+    remote_key = ec.generate_private_key(ec.SECP256R1())
+    jwks_server.keys = [public_jwk(remote_key, "remote-1")]
+    federation.jwks_uri = jwks_server.url
+    register = federation.register()
+    moment = [0.0]
+    async with JwksFetcher(ssl=_trusting(ca), ttl=300, clock=lambda: moment[0]) as fetcher:
+        verifier = _verifier(jwks=fetcher)
+        await verifier.verify(_remote_assertion(remote_key, "remote-1"), peer=peer, register=register)
+        moment[0] = 299.0
+        await verifier.verify(_remote_assertion(remote_key, "remote-1"), peer=peer, register=register)
+        assert jwks_server.hits == 1
+        moment[0] = 300.0
+        await verifier.verify(_remote_assertion(remote_key, "remote-1"), peer=peer, register=register)
+    assert jwks_server.hits == 2
