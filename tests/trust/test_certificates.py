@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from base64 import urlsafe_b64encode
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from federation import OIN_PUBLISHER, make_register
 
 from trust.certificates import CertificateRejected, ClientCertificateVerifier, oin_of, thumbprint
-from trust.pki import Issued, create_ca, issue, issue_participant
+from trust.pki import Issued, create_ca, issue, issue_participant, issue_server
 
 
 def _usage() -> x509.KeyUsage:
@@ -159,3 +163,36 @@ def test_without_a_cache_every_verification_is_done_in_full(ca: Issued, publishe
 def test_oin_of_and_thumbprint_work_on_a_certificate_alone(publisher_cert: Issued) -> None:
     assert oin_of(publisher_cert.certificate) == OIN_PUBLISHER
     assert thumbprint(publisher_cert.der) == publisher_cert.thumbprint
+
+
+async def test_a_peer_certificate_from_a_real_mutual_tls_handshake_verifies(
+    ca: Issued, publisher_cert: Issued, tmp_path: Path
+) -> None:
+    # What the node does: Python's ssl checks the handshake, then hands over only the leaf DER.
+    server_cert, server_key = issue_server(ca, ["127.0.0.1"]).write(tmp_path, "server")
+    client_cert, client_key = publisher_cert.write(tmp_path, "publisher")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca.cert_pem().decode())
+    server_context.load_cert_chain(server_cert, server_key)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    register, verifier = make_register(cas=[ca]), ClientCertificateVerifier()
+
+    async def whoami(request: web.Request) -> web.Response:
+        der = request.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        peer = verifier.verify(der, register, datetime.now(UTC))
+        return web.json_response({"oin": peer.oin, "thumbprint": peer.thumbprint})
+
+    app = web.Application()
+    app.router.add_get("/whoami", whoami)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context).start()
+    try:
+        client_context = ssl.create_default_context(cadata=ca.cert_pem().decode())
+        client_context.load_cert_chain(client_cert, client_key)
+        async with aiohttp.ClientSession() as session:
+            url = f"https://127.0.0.1:{runner.addresses[0][1]}/whoami"
+            async with session.get(url, ssl=client_context) as response:
+                answer = await response.json()
+    finally:
+        await runner.cleanup()
+    assert answer == {"oin": OIN_PUBLISHER, "thumbprint": publisher_cert.thumbprint}
