@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
 
 from connectors.logstore import open_log
 from gateway.config import LogSection
-from tests.logstore.conftest import NODE, record
+from tests.logstore.samples import NODE, record
 
 
 async def main(store: str, where: str, state_dir: Path) -> None:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import NODE, OTHER_PUBLISHER, OTHER_SCHOOL, PUBLISHER, SCHOOL, record
 
 from connectors.logstore.base import GroupCommitLog, LogWriteFailed, Row
 from connectors.logstore.leaf import encode_record, record_leaf_hash
+from tests.logstore.samples import NODE, OTHER_PUBLISHER, OTHER_SCHOOL, PUBLISHER, SCHOOL, record
 from trust import transparency
 from trust.checkpoint import verify_checkpoint
 from trust.transparency import ProofError, verify_consistency, verify_inclusion

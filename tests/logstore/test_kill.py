@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import NODE, SCHOOL
 
 from connectors.logstore import open_log
 from gateway.config import LogSection
+from tests.logstore.samples import NODE, SCHOOL
 from trust import transparency
 from trust.transparency import verify_consistency
 

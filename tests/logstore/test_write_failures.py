@@ -6,11 +6,11 @@ import asyncio
 
 import asyncpg
 import pytest
-from conftest import SCHOOL, record
 
 from connectors.logstore.base import GroupCommitLog, LogWriteFailed
 from connectors.logstore.postgres import PostgresExchangeLog
 from tests.logstore.logfaults import inject_write_failure, remove_write_failure
+from tests.logstore.samples import SCHOOL, record
 from trust import transparency
 
 
