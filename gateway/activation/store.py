@@ -19,6 +19,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import ValidationError
 
 from gateway.activation.backend import Backend, from_text, to_text
 from gateway.activation.freshness import Freshness
@@ -331,4 +332,7 @@ class ActivationStore:
 
 def _validated(activation: Activation, update: dict[str, Any]) -> Activation:
     """`model_copy` does not validate; a change must meet the same rules as a new activation."""
-    return Activation.model_validate({**activation.model_dump(), **update})
+    try:
+        return Activation.model_validate({**activation.model_dump(), **update})
+    except ValidationError as exc:
+        raise ActivationError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc

@@ -7,6 +7,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,6 +90,12 @@ async def node(tmp_path: Path, catalogue: Catalogue, purposes: Purposes, store: 
 @pytest.fixture
 async def postgres_dsn() -> AsyncIterator[str]:
     """A database of its own on the real PostgreSQL, dropped afterwards."""
+    async with postgres_database() as dsn:
+        yield dsn
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
     name = f"edugate_t_{secrets.token_hex(6)}"
     admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
     try:
@@ -121,8 +128,9 @@ async def redis_prefix() -> AsyncIterator[tuple[redis_asyncio.Redis, str]]:
 
 def agreement(days: int = 365) -> ProcessingAgreement:
     now = datetime.now(UTC)
-    return ProcessingAgreement(reference="VO-2026-0042", valid_from=now - timedelta(days=1),
-                               valid_until=now + timedelta(days=days))
+    return ProcessingAgreement(
+        reference="VO-2026-0042", valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=days)
+    )
 
 
 async def activate(
@@ -135,8 +143,9 @@ async def activate(
     **kwargs: Any,
 ) -> Any:
     kwargs.setdefault("processing_agreement", agreement())
-    return await store.grant(school=school, data_service=data_service, counterparty=counterparty,
-                             purposes=purposes, **kwargs)
+    return await store.grant(
+        school=school, data_service=data_service, counterparty=counterparty, purposes=purposes, **kwargs
+    )
 
 
 def progress(**changes: Any) -> dict[str, Any]:
@@ -186,19 +195,30 @@ def exchange(catalogue: Catalogue) -> ExchangeFactory:
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if data:
             all_headers["Content-Length"] = str(len(data))
-        request = make_mocked_request(method or route.method, path or route.path.replace("{id}", "p-1"),
-                                      headers=all_headers, payload=reader)
+        request = make_mocked_request(
+            method or route.method, path or route.path.replace("{id}", "p-1"), headers=all_headers, payload=reader
+        )
         now = datetime.now(UTC)
         x = Exchange(request=request, now=now)
         x.service = entry
         x.route = route
         x.path_params = path_params or {}
-        x.peer = PeerIdentity(oin=caller, thumbprint="t", subject=f"serialNumber={caller}", not_before=now,
-                              not_after=now + timedelta(days=1))
+        x.peer = PeerIdentity(
+            oin=caller,
+            thumbprint="t",
+            subject=f"serialNumber={caller}",
+            not_before=now,
+            not_after=now + timedelta(days=1),
+        )
         x.token = AccessToken(
-            client_id="client-1", oin=caller, scopes=frozenset(scopes or {entry.scope}),
-            purposes=frozenset(token_purposes if token_purposes is not None else {"a"}), thumbprint="t",
-            jti=secrets.token_hex(8), issued_at=0, expires_at=0,
+            client_id="client-1",
+            oin=caller,
+            scopes=frozenset(scopes or {entry.scope}),
+            purposes=frozenset(token_purposes if token_purposes is not None else {"a"}),
+            thumbprint="t",
+            jti=secrets.token_hex(8),
+            issued_at=0,
+            expires_at=0,
         )
         return x
 

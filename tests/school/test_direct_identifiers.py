@@ -76,8 +76,20 @@ def test_e_mail_addresses_are_found_unless_the_field_may_hold_one() -> None:
     assert not contains_email("see https://publisher.test/a@b")  # no domain with a top level
 
 
-@pytest.mark.parametrize("key", ["firstName", "last_name", "familyName", "givenName", "achternaam", "Voornaam",
-                                 "name", "middleName", "tussenvoegsel"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "firstName",
+        "last_name",
+        "familyName",
+        "givenName",
+        "achternaam",
+        "Voornaam",
+        "name",
+        "middleName",
+        "tussenvoegsel",
+    ],
+)
 def test_name_members_are_recognised_whatever_their_spelling(key: str) -> None:
     assert is_name_key(key)
 
