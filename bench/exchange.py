@@ -1,0 +1,221 @@
+"""Exchange benchmark: the upstream directly, nginx as an mTLS reverse proxy, and the gateway's full path.
+
+All three in one run on this machine, each server with one worker process, the same load generator, the same
+request (a Progress API PUT). Prints requests/s and p50/p99 latency, the gateway/nginx throughput ratio, and
+the gateway's peak RSS.
+
+    .venv/bin/python bench/exchange.py [--seconds 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from loadgen import Result, build_request, run
+
+from connectors.samples.publisher import progress_record
+from trust.pki import load_issued
+from trust.tokens import make_client_assertion
+
+SCHOOL = "104A158"
+ECK = "https://ketenid.nl/201703/" + "ab" * 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def nginx_config(work: Path, port: int, upstream_port: int, ready: dict[str, str]) -> Path:
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    upstream dashboard {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {ready["server_cert"]};
+        ssl_certificate_key {ready["server_key"]};
+        ssl_client_certificate {ready["ca"]};
+        ssl_verify_client on;
+        location / {{
+            proxy_pass http://dashboard;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "";
+            proxy_set_header X-Client-Subject $ssl_client_s_dn;
+        }}
+    }}
+}}
+""")
+    return conf
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def get_token(port: int, ready: dict[str, str]) -> str:
+    import aiohttp
+
+    identity = load_issued(Path(ready["cert"]), Path(ready["key"]))
+    context = ssl.create_default_context(cafile=ready["ca"])
+    context.load_cert_chain(ready["cert"], ready["key"])
+    base = f"https://127.0.0.1:{port}"
+    assertion = make_client_assertion(
+        client_id=ready["client_id"], audience=base + "/oauth2/token", key=identity.key, kid="cert"
+    )
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+        session.post(
+            base + "/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "scope": "progress",
+                "purpose": "b",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion,
+            },
+        ) as response,
+    ):
+            body = await response.json()
+            if response.status != 200:
+                raise RuntimeError(f"token refused: {body}")
+            return str(body["access_token"])
+
+
+def row(name: str, result: Result) -> str:
+    ok = sum(n for s, n in result.statuses.items() if s < 400)
+    return (
+        f"{name:<34}{result.rps:>10.0f}{result.percentile(50):>10.2f}{result.percentile(99):>10.2f}"
+        f"{ok:>10}{result.requests - ok + result.errors:>8}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if not shutil.which("nginx"):
+        sys.exit("nginx is not installed: apt-get install nginx-light")
+
+    work = Path(tempfile.mkdtemp(prefix="edugate-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        upstream_port, nginx_port = free_port(), free_port()
+        procs.append(subprocess.Popen([sys.executable, "bench/upstream_process.py", str(upstream_port)]))
+        wait_port(upstream_port)
+        node = subprocess.Popen(
+            [sys.executable, "bench/node_process.py", str(work / "fed"), f"http://127.0.0.1:{upstream_port}"]
+        )
+        procs.append(node)
+        deadline = time.time() + 60
+        while not (work / "fed" / "ready.json").exists():
+            if time.time() > deadline or node.poll() is not None:
+                raise RuntimeError("the gateway node did not start")
+            time.sleep(0.2)
+        ready = json.loads((work / "fed" / "ready.json").read_text())
+        (work / "nginx-body").mkdir()
+        procs.append(
+            subprocess.Popen(
+                [
+                    "nginx",
+                    "-c",
+                    str(nginx_config(work, nginx_port, upstream_port, ready)),
+                    "-e",
+                    str(work / "nginx-error.log"),
+                ]
+            )
+        )
+        wait_port(nginx_port)
+
+        token = asyncio.run(get_token(ready["port"], ready))
+        record_id = str(uuid.uuid4())
+        body = json.dumps(progress_record(record_id=record_id, eck_id=ECK, school=SCHOOL)).encode()
+        headers = {"Content-Type": "application/json", "Edu-Purpose": "b"}
+        path = f"/v1/progress/{record_id}"
+        mtls = ssl.create_default_context(cafile=ready["ca"])
+        mtls.load_cert_chain(ready["cert"], ready["key"])
+
+        plain = build_request("PUT", path, "127.0.0.1", headers, body)
+        with_token = build_request("PUT", path, "127.0.0.1", {**headers, "Authorization": f"Bearer {token}"}, body)
+
+        def measure(port: int, context: ssl.SSLContext | None, request: bytes) -> Result:
+            return asyncio.run(
+                run("127.0.0.1", port, context, request, connections=args.connections, seconds=args.seconds)
+            )
+
+        upstream = measure(upstream_port, None, plain)
+        nginx = measure(nginx_port, mtls, plain)
+        gateway = measure(ready["port"], mtls, with_token)
+        rss = peak_rss_kib(node.pid)
+
+        print(
+            f"\nPUT /v1/progress/{{id}}, {args.connections} keep-alive connections, {args.seconds:g} s each, "
+            f"one worker process per server, {os.cpu_count()} cores\n"
+        )
+        print(f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ok':>10}{'errors':>8}")
+        print(row("upstream directly (plain HTTP)", upstream))
+        print(row("nginx mTLS reverse proxy", nginx))
+        print(row("edugate full path", gateway))
+        ratio = gateway.rps / nginx.rps if nginx.rps else 0.0
+        print(f"\ngateway/nginx throughput ratio: {ratio:.2f}")
+        print(f"gateway peak RSS: {rss / 1024:.1f} MiB")
+        print(
+            "(edugate full path = mTLS + certificate + register + token + keurmerk + activation + purpose +"
+            " attribute checks + durable log record before forwarding + outcome record)"
+        )
+        if gateway.statuses.keys() - {200, 201}:
+            print(f"gateway statuses: {gateway.statuses}")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""A small keep-alive HTTP/1.1 load generator over (m)TLS, for the exchange benchmark.
+
+Hand-written on asyncio streams because no load tool in Debian presents client certificates, and a full
+HTTP client library would spend more CPU than the servers under test. It sends one fixed request per
+connection in a loop, reads each response (Content-Length or chunked), and records latencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Result:
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100.0 * len(ordered)))] * 1000.0
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = None
+    chunked = False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value.strip())
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _worker(
+    host: str, port: int, context: ssl.SSLContext | None, request: bytes, deadline: float, result: Result
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port, ssl=context)
+    try:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            writer.write(request)
+            try:
+                status = await _read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                result.errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port, ssl=context)
+                continue
+            result.latencies.append(time.perf_counter() - started)
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            result.requests += 1
+    finally:
+        writer.close()
+
+
+def build_request(method: str, path: str, host: str, headers: dict[str, str], body: bytes) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def run(
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    request: bytes,
+    *,
+    connections: int,
+    seconds: float,
+    warmup: float = 1.0,
+) -> Result:
+    warm = Result(0, 0, 0.0, [], {})
+    await asyncio.gather(
+        *(_worker(host, port, context, request, time.perf_counter() + warmup, warm) for _ in range(connections))
+    )
+    result = Result(0, 0, 0.0, [], {})
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_worker(host, port, context, request, started + seconds, result) for _ in range(connections))
+    )
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,313 @@
+"""A complete federation on loopback: a development PKI, an operator-signed register, a dashboard that offers
+the Progress API behind a gateway node, and participants to call it. Used by `edugate demo`, the tests and
+the benchmark, so all three exercise the same real components (TLS, tokens, register, durable log).
+"""
+
+from __future__ import annotations
+
+import ssl
+import textwrap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from connectors.samples.dashboard import RECEIVED, Received, create_dashboard
+from connectors.samples.publisher import ParticipantClient
+from gateway.activation import ProcessingAgreement
+from gateway.app import Served, serve
+from gateway.config import load_config
+from gateway.node import Node, start_node
+from gateway.tls import client_context
+from trust.oin import oin_for_kvk
+from trust.pki import Issued, create_ca, issue_participant, issue_server
+from trust.register import Client, Keurmerk, Participant, ParticipantStatus, RegisterDocument, Role
+from trust.snapshot import sign_snapshot
+from trust.tokens import public_jwk
+
+SCHOOL = "104A158"  # a RIO OnderwijsaanbiederId
+OTHER_SCHOOL = "30XY123"
+SINCE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Party:
+    key: str
+    name: str
+    oin: str
+    identity: Issued
+    keurmerken: list[tuple[str, Role]]
+    status: ParticipantStatus = ParticipantStatus.ACTIVE
+    status_reason: str | None = None
+
+    @property
+    def client_id(self) -> str:
+        return f"{self.key}-app"
+
+    def participant(self) -> Participant:
+        return Participant(
+            oin=self.oin,
+            name=self.name,
+            kvk=self.oin[8:16],
+            status=self.status,
+            status_reason=self.status_reason,
+            certificates=(self.identity.thumbprint,),
+            clients=(Client(client_id=self.client_id, jwks={"keys": [public_jwk(self.identity.key, "cert")]}),),
+            keurmerken=tuple(Keurmerk(data_service=s, role=r, valid_from=SINCE) for s, r in self.keurmerken),
+        )
+
+
+def _parties(ca: Issued) -> dict[str, Party]:
+    def party(key: str, name: str, kvk: str, keurmerken: list[tuple[str, Role]], **kw: Any) -> Party:
+        oin = oin_for_kvk(kvk)
+        return Party(key, name, oin, issue_participant(ca, oin=oin, name=name), keurmerken, **kw)
+
+    return {
+        p.key: p
+        for p in [
+            party(
+                "dashboard",
+                "Leermiddelendashboard BV",
+                "11111111",
+                [
+                    ("leermateriaalgebruik", Role.ONTVANGER),
+                    ("resultaten", Role.ONTVANGER),
+                    ("gebruiksoverzicht", Role.BRON),
+                ],
+            ),
+            party(
+                "publisher",
+                "Uitgeverij De Polder",
+                "22222222",
+                [
+                    ("leermateriaalgebruik", Role.VERZENDER),
+                    ("resultaten", Role.VERZENDER),
+                ],
+            ),
+            party("uncertified", "Uitgeverij Zonder Keurmerk", "33333333", [("resultaten", Role.VERZENDER)]),
+            party(
+                "suspended",
+                "Uitgeverij Geschorst",
+                "44444444",
+                [("leermateriaalgebruik", Role.VERZENDER)],
+                status=ParticipantStatus.SUSPENDED,
+                status_reason="audit finding under review",
+            ),
+            party("reader", "Schooladministratie BV", "55555555", [("gebruiksoverzicht", Role.AFNEMER)]),
+        ]
+    }
+
+
+@dataclass
+class Federation:
+    """Everything on disk under `directory`; `start()` runs the dashboard and its gateway node."""
+
+    directory: Path
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    redis_url: str | None = None
+    log_dsn: str | None = None
+    max_staleness: float = 300.0
+    ca: Issued = field(init=False)
+    rogue_ca: Issued = field(init=False)
+    parties: dict[str, Party] = field(init=False)
+    operator_key: ec.EllipticCurvePrivateKey = field(init=False)
+    serial: int = 0
+    node: Node | None = None
+    served: Served | None = None
+    dashboard: web.AppRunner | None = None
+    dashboard_port: int = 0
+    clients: list[ParticipantClient] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ca = create_ca("Edugate Development Root CA (stands in for PKIoverheid)")
+        self.rogue_ca = create_ca("Unknown CA")
+        self.parties = _parties(self.ca)
+        self.operator_key = ec.generate_private_key(ec.SECP256R1())
+        (self.directory / "operator.pub.pem").write_bytes(
+            self.operator_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        self.server_identity = issue_server(self.ca, ("localhost", "127.0.0.1"))
+        self.server_identity.write(self.directory, "node-server")
+        self.parties["dashboard"].identity.write(self.directory, "node-client")
+        self.publish()
+
+    # --- the register --------------------------------------------------------------------------------------
+    def document(self, participants: Iterable[Participant] | None = None) -> RegisterDocument:
+        return RegisterDocument(
+            serial=self.serial,
+            issued_at=datetime.now(UTC),
+            trusted_cas=(self.ca.cert_pem().decode(),),
+            participants=tuple(
+                participants if participants is not None else (p.participant() for p in self.parties.values())
+            ),
+        )
+
+    def publish(self, participants: Iterable[Participant] | None = None) -> int:
+        """Sign a new snapshot with the next serial and put it where the node reads it."""
+        self.serial += 1
+        (self.directory / "register.jws").write_text(sign_snapshot(self.document(participants), self.operator_key))
+        return self.serial
+
+    def participants_with(self, key: str, **changes: Any) -> list[Participant]:
+        return [
+            p.participant().model_copy(update=changes) if p.key == key else p.participant()
+            for p in self.parties.values()
+        ]
+
+    async def apply(self, participants: Iterable[Participant] | None = None) -> None:
+        """Publish and make the node take it now (the file source also notices by itself on its next poll)."""
+        self.publish(participants)
+        assert self.node is not None
+        await self.node.register_source.refresh()
+
+    # --- the node --------------------------------------------------------------------------------------------
+    def write_config(self, upstream: str) -> Path:
+        redis = f'\n[redis]\nurl = "{self.redis_url}"\nprefix = "{self.directory.name}"\n' if self.redis_url else ""
+        store = f'store = "postgresql"\ndsn = "{self.log_dsn}"' if self.log_dsn else 'store = "sqlite"'
+        root = Path(__file__).resolve().parents[2]
+        config = (
+            textwrap.dedent(f"""\
+            catalogue = "{root / "config" / "catalogue.toml"}"
+            purposes = "{root / "config" / "purposes.toml"}"
+
+            [node]
+            name = "dashboard-node"
+            oin = "{self.parties["dashboard"].oin}"
+            listen_host = "127.0.0.1"
+            listen_port = 0
+            public_url = "https://127.0.0.1:{{port}}"
+            state_dir = "state"
+
+            [tls]
+            certificate = "node-server.pem"
+            key = "node-server.key"
+            client_certificate = "node-client.pem"
+            client_key = "node-client.key"
+
+            [register]
+            source = "register.jws"
+            operator_key = "operator.pub.pem"
+            max_staleness = {self.max_staleness}
+            poll_interval = 1.0
+
+            [log]
+            {store}
+
+            [upstreams]
+            leermateriaalgebruik = "{upstream}"
+            resultaten = "{upstream}"
+            gebruiksoverzicht = "{upstream}"
+            """)
+            + redis
+        )
+        path = self.directory / "node.toml"
+        path.write_text(config)
+        return path
+
+    async def start(self, *, port: int = 0, upstream: str | None = None) -> None:
+        """Start the dashboard (unless `upstream` names one running elsewhere) and the gateway node."""
+        if upstream is None:
+            self.dashboard = web.AppRunner(create_dashboard(), access_log=None)
+            await self.dashboard.setup()
+            await web.TCPSite(self.dashboard, "127.0.0.1", 0).start()
+            self.dashboard_port = int(self.dashboard.addresses[0][1])
+            upstream = f"http://127.0.0.1:{self.dashboard_port}"
+        path = self.write_config(upstream)
+        if port == 0:
+            port = _free_port()
+        path.write_text(path.read_text().replace("{port}", str(port)))
+        config = load_config(path)
+        self.node = await start_node(config, clock=self.clock)
+        self.served = await serve(self.node, port=port, ops_port=0, shutdown_timeout=5.0)
+
+    @property
+    def base_url(self) -> str:
+        assert self.served is not None
+        return f"https://127.0.0.1:{self.served.port}"
+
+    @property
+    def received(self) -> Received:
+        assert self.dashboard is not None
+        return self.dashboard.app[RECEIVED]
+
+    def trust(self, identity: Issued | None) -> ssl.SSLContext:
+        context = client_context(ca_pems=self.ca.cert_pem().decode())
+        if identity is not None:
+            context.load_cert_chain(*self._files(identity))
+        return context
+
+    def _files(self, identity: Issued) -> tuple[Path, Path]:
+        stem = f"client-{identity.thumbprint[:16]}"
+        cert, key = self.directory / f"{stem}.pem", self.directory / f"{stem}.key"
+        if not cert.exists():
+            identity.write(self.directory, stem)
+        return cert, key
+
+    def client(self, key: str, *, identity: Issued | None = None, client_id: str | None = None) -> ParticipantClient:
+        party = self.parties[key]
+        client = ParticipantClient(
+            base_url=self.base_url,
+            client_id=client_id or party.client_id,
+            identity=identity or party.identity,
+            trust=self.trust(identity or party.identity),
+            kid="cert",
+        )
+        self.clients.append(client)
+        return client
+
+    async def activate_demo_schools(self) -> None:
+        """The schools' decisions: school 104A158 activates progress and results from the publisher and usage
+        reports for the administration supplier; the other school only the latter."""
+        assert self.node is not None
+        agreement = ProcessingAgreement(reference="VWO-2026-0042", valid_from=SINCE)
+        publisher, reader = self.parties["publisher"].oin, self.parties["reader"].oin
+        for school, service, counterparty, purposes in [
+            (SCHOOL, "leermateriaalgebruik", publisher, ("a", "b", "d", "j")),
+            (SCHOOL, "resultaten", publisher, ("a", "b")),
+            (SCHOOL, "gebruiksoverzicht", reader, ("d", "j")),
+            (OTHER_SCHOOL, "gebruiksoverzicht", reader, ("j",)),
+        ]:
+            await self.node.activations.grant(
+                school=school, data_service=service, counterparty=counterparty, purposes=purposes,
+                valid_from=SINCE, processing_agreement=agreement,
+            )
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+        if self.served is not None:
+            await self.served.close()
+        if self.dashboard is not None:
+            await self.dashboard.cleanup()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def assertion_from_files(key_path: str, client_id: str, audience: str) -> str:
+    """A client assertion signed with the key in `key_path` (for trying the demo by hand with curl)."""
+    from trust.tokens import make_client_assertion
+
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return make_client_assertion(client_id=client_id, audience=audience, key=key, kid="cert")
+
+
+def expired_identity(ca: Issued, party: Party) -> Issued:
+    now = datetime.now(UTC)
+    return issue_participant(
+        ca, oin=party.oin, name=party.name, not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
+    )

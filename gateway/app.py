@@ -1,0 +1,189 @@
+"""The node's web application: token endpoint, discovery, health, consent API, and the exchange catch-all."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from connectors.logstore.base import LogWriteFailed
+from connectors.logstore.record import ExchangeRecord
+from gateway.activation.api import add_consent_routes
+from gateway.node import Node
+from gateway.pipeline import handle_exchange
+from gateway.tls import HandshakeFailure, server_context, trust_cas
+from gateway.token_endpoint import TOKEN_PATH, token
+
+NODE = web.AppKey("node", Node)
+log = structlog.get_logger("edugate.app")
+
+
+def create_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=node.config.limits.max_body_bytes)
+    app[NODE] = node
+
+    async def token_handler(request: web.Request) -> web.StreamResponse:
+        return await token(node, request)
+
+    async def exchange_handler(request: web.Request) -> web.StreamResponse:
+        return await handle_exchange(node, request)
+
+    async def metadata(request: web.Request) -> web.Response:
+        base = node.config.node.public_url
+        return web.json_response(
+            {  # RFC 8414
+                "issuer": base,
+                "token_endpoint": base + TOKEN_PATH,
+                "jwks_uri": base + "/.well-known/jwks.json",
+                "grant_types_supported": ["client_credentials"],
+                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "PS256", "RS256"],
+                "tls_client_certificate_bound_access_tokens": True,
+                "scopes_supported": sorted(
+                    s.scope for n, s in node.catalogue.services.items() if n in node.config.upstreams
+                ),
+            }
+        )
+
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response(node.tokens.jwks())
+
+    app.router.add_post(TOKEN_PATH, token_handler)
+    app.router.add_get("/.well-known/oauth-authorization-server", metadata)
+    app.router.add_get("/.well-known/jwks.json", jwks)
+    add_health_routes(app, node)
+    add_consent_routes(app, node)
+    app.router.add_route("*", "/{tail:.*}", exchange_handler)
+    return app
+
+
+def add_health_routes(app: web.Application, node: Node) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready, problems = node.ready()
+        return web.json_response(
+            {
+                "status": "ready" if ready else "not ready",
+                "problems": problems,
+                "register_serial": node.registers.serial,
+            },
+            status=200 if ready else 503,
+        )
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+def create_ops_app(node: Node) -> web.Application:
+    """Plain HTTP on loopback for the operator's monitoring: health and Prometheus metrics."""
+    app = web.Application()
+    add_health_routes(app, node)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=node.metrics.exposition(), content_type="text/plain")
+
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+@dataclass
+class Served:
+    """A running node: its bound port(s) and how to stop it gracefully."""
+
+    node: Node
+    runner: web.AppRunner
+    port: int
+    ops_runner: web.AppRunner | None = None
+    ops_port: int | None = None
+
+    async def close(self) -> None:
+        # aiohttp's cleanup stops accepting, lets in-flight exchanges finish (up to the shutdown timeout),
+        # then the node flushes its log and closes its stores.
+        await self.runner.cleanup()
+        if self.ops_runner is not None:
+            await self.ops_runner.cleanup()
+        await self.node.close()
+
+
+def handshake_logger(node: Node) -> HandshakeFailure:
+    """Refused handshakes never reach the pipeline; they are logged as denials at step 'tls' all the same."""
+
+    def failed(exc: ssl.SSLError) -> None:
+        node.metrics.handshake_failures.inc()
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        log.info("denied", step="tls", reason=reason)
+        record = ExchangeRecord(
+            exchange_id=str(uuid.uuid4()),
+            kind="decision",
+            at=node.clock(),
+            node=node.oin,
+            decision="denied",
+            step="tls",
+            reason=f"TLS handshake refused: {reason}",
+            counterparty_oin=node.oin,
+        )
+
+        async def write() -> None:
+            try:
+                await node.log.append(record)
+            except LogWriteFailed:
+                log.error("handshake denial not logged")
+
+        task = asyncio.get_running_loop().create_task(write())
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+    return failed
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+async def serve(
+    node: Node,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ops_port: int | None = None,
+    shutdown_timeout: float = 30.0,
+) -> Served:
+    config = node.config
+    context = server_context(config.tls.certificate, config.tls.key, on_failure=handshake_logger(node))
+    if node.registers.register is not None:
+        trust_cas(context, node.registers.register.trusted_ca_pems)
+    node.registers.listeners.append(lambda register: trust_cas(context, register.trusted_ca_pems))
+    runner = web.AppRunner(
+        create_app(node),
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        # aiohttp's own header limits sit above the node's, so the node's limit answers in the Edu-V format.
+        max_field_size=max(8190, config.limits.max_header_bytes * 2),
+        max_line_size=max(8190, config.limits.max_header_bytes * 2),
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        host or config.node.listen_host,
+        config.node.listen_port if port is None else port,
+        ssl_context=context,
+    )
+    await site.start()
+    bound = _bound_port(runner)
+    served = Served(node=node, runner=runner, port=bound)
+    if ops_port is not None:
+        ops = web.AppRunner(create_ops_app(node), access_log=None)
+        await ops.setup()
+        await web.TCPSite(ops, "127.0.0.1", ops_port).start()
+        served.ops_runner, served.ops_port = ops, _bound_port(ops)
+    return served
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    assert runner.addresses, "the site is not listening"
+    return int(runner.addresses[0][1])

@@ -1,0 +1,115 @@
+"""The `edugate` command: run a node, the demo federation, and the tools of each part (pki, register, log, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+import structlog
+
+# Sub-command groups live beside the code they operate; they are imported only when used.
+_GROUPS = {
+    "pki": ("trust.pki", "cli", "Development PKI: a local CA and participant/server certificates."),
+    "register": ("trust.register_service.cli", "cli", "The register service and its operator tooling."),
+    "log": ("connectors.logstore.cli", "cli", "The exchange log: export and offline verification."),
+    "activation": ("gateway.activation.cli", "cli", "Activations (consent) per school and counterparty."),
+    "portal": ("gateway.portal.cli", "cli", "The school portal: accounts and serving."),
+}
+
+
+class _Lazy(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_GROUPS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in _GROUPS:
+            module, attribute, _ = _GROUPS[name]
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, name)
+
+
+def configure_logging(level: str = "info", json: bool = True) -> None:
+    """Structured logs: one JSON object a line, with the exchange id where there is one."""
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False),
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+@click.group(cls=_Lazy)
+def main() -> None:
+    """edugate: a federated data-exchange gateway for Dutch education (Edu-V)."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The node's TOML configuration.",
+)
+@click.option("--ops-port", type=int, default=None, help="Plain-HTTP loopback port for /metrics, /healthz, /readyz.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(config_path: Path, ops_port: int | None, log_level: str) -> None:
+    """Run a gateway node until SIGTERM/SIGINT, then finish in-flight exchanges and stop."""
+    from gateway.app import serve as serve_node
+    from gateway.config import ConfigError, load_config
+    from gateway.node import start_node
+
+    configure_logging(log_level)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    async def run() -> None:
+        try:
+            node = await start_node(config)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        served = await serve_node(node, ops_port=ops_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        click.echo(
+            f"edugate node {config.node.name} listening on https://{config.node.listen_host}:{served.port}", err=True
+        )
+        await stop.wait()
+        await served.close()
+
+    asyncio.run(run())
+
+
+@main.command()
+@click.option(
+    "--directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("var/demo"),
+    help="Where the demo federation keeps its PKI, register and log.",
+)
+@click.option("--port", type=int, default=8443, help="The gateway node's port on 127.0.0.1.")
+@click.option("--once", is_flag=True, help="Run the scenario, print the table, and stop.")
+def demo(directory: Path, port: int, once: bool) -> None:
+    """Run the demo federation on loopback: allowed exchanges and the denials a gateway must make."""
+    from gateway.demo import run_demo
+
+    configure_logging("warning", json=False)
+    asyncio.run(run_demo(directory, port=port, keep_serving=not once))

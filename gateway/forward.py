@@ -1,0 +1,174 @@
+"""Forwarding an admitted exchange to the offered API: streamed, with credentials and spoofable headers removed
+and the verified identity added."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.denials import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
+from gateway.exchange import Exchange
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+# RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy proxy ones.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Credentials and anything a client could use to pose as someone else upstream.
+CLIENT_ONLY = frozenset(
+    {
+        "authorization",
+        "forwarded",
+        "host",
+        "x-real-ip",
+        "client-cert",
+        "client-cert-chain",
+        "ssl-client-cert",
+        "x-client-cert",
+        "x-client-verify",
+        "x-forwarded-client-cert",
+        "x-arr-clientcert",
+    }
+)
+CLIENT_ONLY_PREFIXES = ("x-forwarded-", "x-ssl-", "edu-")
+
+# The identity the node vouches for, passed upstream (documented in docs/PROTOCOL.md).
+EXCHANGE_ID = "Edu-Exchange-Id"
+
+OnComplete = Callable[[int, int], Awaitable[None]]
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t.strip()}
+
+
+def upstream_headers(x: Exchange) -> CIMultiDict[str]:
+    incoming = x.request.headers
+    dropped = HOP_BY_HOP | CLIENT_ONLY | _connection_tokens(incoming)
+    headers: CIMultiDict[str] = CIMultiDict(
+        (name, value)
+        for name, value in incoming.items()
+        if name.lower() not in dropped and not name.lower().startswith(CLIENT_ONLY_PREFIXES)
+    )
+    if x.body is not None:  # the checks rewrote the body: its length is ours to state
+        headers.popall("Content-Length", None)
+    assert x.peer is not None and x.token is not None and x.service is not None
+    headers[EXCHANGE_ID] = x.id
+    headers["Edu-Caller-Oin"] = x.peer.oin
+    headers["Edu-Client-Id"] = x.token.client_id
+    headers["Edu-Data-Service"] = x.service.name
+    if x.purpose:
+        headers["Edu-Purpose"] = x.purpose
+    if x.school:
+        headers["Edu-School"] = x.school
+    return headers
+
+
+def response_headers(upstream: aiohttp.ClientResponse, x: Exchange) -> CIMultiDict[str]:
+    dropped = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"} | _connection_tokens(upstream.headers)
+    headers: CIMultiDict[str] = CIMultiDict(
+        (name, value) for name, value in upstream.headers.items() if name.lower() not in dropped
+    )
+    headers[EXCHANGE_ID] = x.id
+    return headers
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _limited(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in content.iter_chunked(64 * 1024):
+        seen += len(chunk)
+        if seen > limit:
+            raise _TooLarge
+        yield chunk
+
+
+async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.StreamResponse:
+    """Send the exchange upstream and stream the answer back. `on_complete(status, bytes_out)` runs before the
+    last byte reaches the client, so an answered exchange always has its outcome on record."""
+    request = x.request
+    limits = node.config.limits
+    data: bytes | AsyncIterator[bytes] | None
+    if x.body is not None:
+        data = x.body
+    elif request.body_exists:
+        data = _limited(request.content, limits.max_body_bytes)
+    else:
+        data = None
+    assert x.upstream is not None
+    url = (
+        x.upstream + request.rel_url.raw_path_qs if request.rel_url.raw_query_string else x.upstream + request.raw_path
+    )
+    filter_response = node.response_filter(x)
+    try:
+        async with node.upstream.request(
+            request.method,
+            url,
+            headers=upstream_headers(x),
+            data=data,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=limits.upstream_timeout),
+            auto_decompress=False,
+        ) as upstream:
+            headers = response_headers(upstream, x)
+            if filter_response is not None:
+                body = await upstream.content.read(limits.max_body_bytes + 1)
+                if len(body) > limits.max_body_bytes:
+                    raise UpstreamUnavailable("the upstream answer exceeds the size limit", step="forward")
+                if 200 <= upstream.status < 300 and body:
+                    body = await filter_response(node, x, body)
+                await on_complete(upstream.status, len(body))
+                return web.Response(status=upstream.status, body=body, headers=headers)
+            response = web.StreamResponse(status=upstream.status, headers=headers)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            sent = 0
+            held = b""  # the last chunk waits for the outcome record, so a complete answer implies a record
+            try:
+                async for chunk in upstream.content.iter_chunked(64 * 1024):
+                    sent += len(chunk)
+                    if held:
+                        await response.write(held)
+                    held = chunk
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                # Too late for an error answer: record the broken exchange and cut the connection, so the
+                # client sees a truncated response rather than a complete-looking one.
+                await on_complete(502, sent)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await on_complete(upstream.status, sent)
+            await response.write_eof(held)
+            return response
+    except _TooLarge as exc:
+        raise PayloadTooLarge(f"the request body exceeds {limits.max_body_bytes} bytes", step="limits") from exc
+    except TimeoutError as exc:
+        raise UpstreamTimeout(
+            f"the offered API did not answer within {limits.upstream_timeout:g} s", step="forward"
+        ) from exc
+    except aiohttp.ClientPayloadError as exc:
+        if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
+            raise PayloadTooLarge(f"the request body exceeds {limits.max_body_bytes} bytes", step="limits") from exc
+        raise UpstreamUnavailable(f"the offered API broke off its answer: {exc}", step="forward") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnavailable(f"the offered API cannot be reached: {type(exc).__name__}", step="forward") from exc

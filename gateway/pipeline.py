@@ -1,0 +1,174 @@
+"""The inbound exchange, top to bottom: a list of small checks, then a durable record, then forwarding.
+
+Each check is `check(node, exchange)`; it passes by returning and refuses by raising a typed denial
+(`gateway.denials`). Read `INBOUND` to know everything the node decides, in the order it decides it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+
+from connectors.logstore.base import LogWriteFailed
+from connectors.logstore.record import ExchangeRecord
+from gateway.checks.activation import activation
+from gateway.checks.attributes import attributes
+from gateway.checks.certificate import client_certificate, participant_admitted
+from gateway.checks.keurmerk import keurmerk, scope
+from gateway.checks.limits import request_limits
+from gateway.checks.purpose import purpose
+from gateway.checks.register import register_fresh
+from gateway.checks.route import route
+from gateway.checks.school import school
+from gateway.checks.token import access_token, certificate_binding
+from gateway.denials import Denial, LogUnavailable
+from gateway.exchange import Exchange
+from gateway.forward import EXCHANGE_ID, forward
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+Check = Callable[["Node", Exchange], Awaitable[None] | None]
+
+INBOUND: tuple[Check, ...] = (
+    request_limits,  # header and declared body size, before any work
+    register_fresh,  # fail closed on a stale or missing register
+    client_certificate,  # chains to a CA in the register; key usage; validity; OIN
+    participant_admitted,  # OIN active in the register, certificate registered to it
+    access_token,  # at+jwt from this node's authorisation server: signature, iss, aud, exp, nbf
+    certificate_binding,  # cnf.x5t#S256 equals the presented certificate (RFC 8705)
+    route,  # method + path -> data service and upstream
+    keurmerk,  # keurmerk in force for the data service in the caller's role
+    scope,  # the token carries the data service's scope
+    school,  # which school the exchange is about (0023 if missing or unknown)
+    activation,  # the school activated this data service for this counterparty (0022)
+    purpose,  # the declared purpose is allowed by the data service, the token and the activation
+    attributes,  # only allowed attributes; ECK iD well-formed; no direct identifiers
+)
+
+log = structlog.get_logger("edugate.exchange")
+
+
+async def run_checks(checks: Sequence[Check], node: Node, x: Exchange) -> None:
+    for check in checks:
+        result = check(node, x)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _record(node: Node, x: Exchange, **fields: object) -> ExchangeRecord:
+    school = x.school
+    return ExchangeRecord(
+        exchange_id=x.id,
+        at=x.now,
+        node=node.oin,
+        caller_oin=x.caller_oin,
+        client_id=x.client_id,
+        counterparty_oin=node.oin,
+        data_service=x.service.name if x.service else None,
+        method=x.request.method,
+        route=x.route.path if x.route else None,
+        purpose=x.purpose,
+        school=school,
+        records=x.records,
+        removed_fields=x.removed_fields or None,
+        student_hashes=tuple(node.students.hash(school, s) for s in x.students) if school else (),
+        **fields,
+    )
+
+
+async def handle_exchange(node: Node, request: web.Request) -> web.StreamResponse:
+    x = Exchange(request=request, now=node.clock())
+    try:
+        await run_checks(INBOUND, node, x)
+        try:
+            await node.log.append(_record(node, x, kind="decision", decision="allowed"))
+        except LogWriteFailed as exc:
+            # Never forwarded unlogged (FSC's rule): no durable record, no exchange.
+            raise LogUnavailable("the exchange could not be logged, so it was not forwarded", step="log") from exc
+
+        async def complete(status: int, size: int) -> None:
+            await _outcome(node, x, status, size)
+
+        return await forward(node, x, complete)
+    except Denial as denial:
+        return await refuse(node, x, denial)
+
+
+async def _outcome(node: Node, x: Exchange, status: int, size: int) -> None:
+    latency = x.elapsed_ms()
+    record = _record(
+        node,
+        x,
+        kind="outcome",
+        decision="allowed",
+        upstream_status=status,
+        bytes_out=size,
+        bytes_in=len(x.body) if x.body is not None else x.request.content_length,
+        latency_ms=round(latency, 3),
+    )
+    try:
+        await node.log.append(record)
+    except LogWriteFailed:
+        # The decision record is durable already; the exchange happened. Say so loudly, refuse nothing.
+        log.error("outcome not logged", exchange_id=x.id)
+    service = x.service.name if x.service else "-"
+    node.metrics.exchanges.labels(service, "allowed", "").inc()
+    node.metrics.latency.labels(service, "allowed").observe(latency / 1000.0)
+    log.info(
+        "exchange",
+        exchange_id=x.id,
+        caller=x.caller_oin,
+        data_service=service,
+        school=x.school,
+        purpose=x.purpose,
+        upstream_status=status,
+        bytes_out=size,
+        ms=round(latency, 2),
+    )
+
+
+async def refuse(node: Node, x: Exchange, denial: Denial) -> web.Response:
+    """Answer a denial in the Edu-V format, and log it (who, what, which step, why) like any exchange."""
+    latency = x.elapsed_ms()
+    record = _record(
+        node,
+        x,
+        kind="decision",
+        decision="denied",
+        step=denial.step,
+        reason=denial.message,
+        http_status=denial.http_status,
+        edu_status=denial.edu_status,
+        latency_ms=round(latency, 3),
+    )
+    try:
+        await node.log.append(record)
+    except LogWriteFailed:
+        log.error("denial not logged", exchange_id=x.id, step=denial.step)
+    service = x.service.name if x.service else "-"
+    node.metrics.exchanges.labels(service, "denied", denial.step).inc()
+    node.metrics.latency.labels(service, "denied").observe(latency / 1000.0)
+    log.info(
+        "denied",
+        exchange_id=x.id,
+        caller=x.caller_oin,
+        data_service=service,
+        step=denial.step,
+        reason=denial.message,
+        status=denial.http_status,
+    )
+    return error_response(denial, exchange_id=x.id)
+
+
+def error_response(denial: Denial, *, exchange_id: str | None = None) -> web.Response:
+    headers = {"Cache-Control": "no-store"}
+    if exchange_id:
+        headers[EXCHANGE_ID] = exchange_id
+    if denial.www_authenticate:
+        headers["WWW-Authenticate"] = denial.www_authenticate
+    return web.json_response(denial.body(), status=denial.http_status, headers=headers)
