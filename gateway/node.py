@@ -93,6 +93,7 @@ class Node:
 
     async def close(self) -> None:
         await self.register_source.close()
+        await self.assertions.close()
         await self.upstream.close()
         await self.activations.close()
         await self.log.close()
