@@ -1,0 +1,171 @@
+"""What the register service publishes: the signed snapshot with ETag, the ordered, resumable change feed,
+and the public register page. Over real HTTPS against the running service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from register_fixtures import OIN_DASHBOARD, OIN_PUBLISHER, seed
+
+from connectors.register_source import server_sent_events
+from trust.pki import Issued
+from trust.register import ParticipantStatus, Role
+from trust.register_service.store import RegisterStore
+from trust.snapshot import PrivateKey, SnapshotRejected, verify_snapshot
+
+
+async def test_the_snapshot_is_signed_by_the_operator_and_tagged_with_its_serial(
+        store: RegisterStore, operator_key: PrivateKey, server_tls: Issued, client_ssl: ssl.SSLContext,
+        service_factory: Callable[..., Any]) -> None:
+    serial = await seed(store)
+    service = await service_factory(store, operator_key, tls=server_tls)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{service.url}/v1/register/snapshot", ssl=client_ssl) as response:
+            token = await response.text()
+            assert response.status == 200
+            assert response.content_type == "application/jose"
+            assert response.headers["ETag"] == f'"{serial}"'
+            etag = response.headers["ETag"]
+        register = verify_snapshot(token, operator_key.public_key())
+        assert register.serial == serial
+        assert register.participant(OIN_PUBLISHER).holds(  # type: ignore[union-attr]
+            "leermateriaalgebruik", Role.VERZENDER, register.issued_at)
+
+        async with http.get(f"{service.url}/v1/register/snapshot", ssl=client_ssl,
+                            headers={"If-None-Match": etag}) as response:
+            assert response.status == 304
+            assert await response.read() == b""
+
+        newer = await store.set_participant_status(OIN_PUBLISHER, ParticipantStatus.SUSPENDED, reason="breach",
+                                                   actor="alice")
+        async with http.get(f"{service.url}/v1/register/snapshot", ssl=client_ssl,
+                            headers={"If-None-Match": etag}) as response:
+            assert response.status == 200
+            assert response.headers["ETag"] == f'"{newer}"'
+            assert verify_snapshot(await response.text(), operator_key.public_key()).serial == newer
+
+
+async def test_a_snapshot_does_not_verify_with_another_key(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    service = await service_factory(sqlite_store, operator_key)
+    async with aiohttp.ClientSession() as http, http.get(f"{service.url}/v1/register/snapshot") as response:
+        token = await response.text()
+    with pytest.raises(SnapshotRejected, match="signature"):
+        verify_snapshot(token, ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+async def _events(response: aiohttp.ClientResponse, count: int) -> list[tuple[str, str, str | None]]:
+    events: list[tuple[str, str, str | None]] = []
+    async for event in server_sent_events(response):
+        events.append(event)
+        if len(events) == count:
+            break
+    return events
+
+
+async def test_the_feed_sends_one_signed_snapshot_per_serial_in_order_and_resumes_after_the_last_seen(
+        store: RegisterStore, operator_key: PrivateKey, server_tls: Issued, client_ssl: ssl.SSLContext,
+        service_factory: Callable[..., Any]) -> None:
+    base = await seed(store)
+    service = await service_factory(store, operator_key, tls=server_tls, heartbeat=0.3)
+    public = operator_key.public_key()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{service.url}/v1/register/feed", params={"after": str(base - 2)},
+                            ssl=client_ssl) as response:
+            assert response.content_type == "text/event-stream"
+            backlog = await _events(response, 2)
+            assert [(e, i) for e, _, i in backlog] == [("snapshot", str(base - 1)), ("snapshot", str(base))]
+            # Live: changes made now arrive in serial order, each a whole verifiable snapshot.
+            await store.set_participant_status(OIN_PUBLISHER, ParticipantStatus.SUSPENDED, reason="x", actor="a")
+            await store.set_participant_status(OIN_DASHBOARD, ParticipantStatus.SUSPENDED, reason="y", actor="a")
+            live = [e for e in await _events(response, 4) if e[0] == "snapshot"][:2]
+            assert [int(i or 0) for _, _, i in live] == [base + 1, base + 2]
+            assert [verify_snapshot(data, public).serial for _, data, _ in live] == [base + 1, base + 2]
+
+        # A reconnecting reader names the last serial it has, and gets only what came after.
+        async with http.get(f"{service.url}/v1/register/feed", headers={"Last-Event-ID": str(base + 1)},
+                            ssl=client_ssl) as response:
+            first, heartbeat = await _events(response, 2)
+            assert (first[0], first[2]) == ("snapshot", str(base + 2))
+            assert heartbeat[0] == "heartbeat" and json.loads(heartbeat[1]) == {"serial": base + 2}
+
+
+async def test_a_feed_reader_without_a_resume_point_gets_the_latest_snapshot_first(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
+    serial = await seed(sqlite_store)
+    service = await service_factory(sqlite_store, operator_key)
+    async with aiohttp.ClientSession() as http, http.get(f"{service.url}/v1/register/feed") as response:
+        (event, data, event_id), = await _events(response, 1)
+    assert (event, event_id) == ("snapshot", str(serial))
+    assert verify_snapshot(data, operator_key.public_key()).serial == serial
+
+
+async def test_a_malformed_resume_point_gets_an_edu_v_error(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
+    service = await service_factory(sqlite_store, operator_key)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{service.url}/v1/register/feed", params={"after": "-1; drop"}) as response:
+            assert response.status == 400
+            body = await response.json()
+        async with http.get(f"{service.url}/v1/register/nothing-here") as missing:
+            assert missing.status == 404
+            assert (await missing.json())["status"] == "0099"
+    assert body["status"] == "0099"
+    assert "non-negative integer" in body["statusMessage"]
+
+
+async def test_a_change_by_another_process_reaches_feed_readers(
+        tmp_path: Any, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
+    """The CLI writes the same database from another process: the service notices and publishes it."""
+    served = await RegisterStore.open(tmp_path / "shared.sqlite")
+    other = await RegisterStore.open(tmp_path / "shared.sqlite")  # a second connection, as the CLI has
+    try:
+        service = await service_factory(served, operator_key, watch_interval=0.05)
+        async with aiohttp.ClientSession() as http, http.get(f"{service.url}/v1/register/feed",
+                                                             params={"after": "1"}) as response:
+            serial = await other.add_participant(OIN_PUBLISHER, "Uitgeverij Noord", actor="cli")
+            (event, _, event_id), = await asyncio.wait_for(_events(response, 1), 5)
+        assert (event, event_id) == ("snapshot", str(serial))
+    finally:
+        await other.close()
+        await served.close()
+
+
+async def test_the_public_register_lists_who_holds_which_keurmerk_since_when_and_is_searchable(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
+    await seed(sqlite_store)
+    await sqlite_store.set_participant_status(OIN_DASHBOARD, ParticipantStatus.SUSPENDED, reason="audit",
+                                              actor="alice")
+    since = (await sqlite_store.participant(OIN_PUBLISHER)).keurmerken[0].valid_from  # type: ignore[union-attr]
+    service = await service_factory(sqlite_store, operator_key)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{service.url}/register") as response:
+            dutch = await response.text()
+            assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        async with http.get(f"{service.url}/register", params={"q": "noord", "lang": "en"}) as response:
+            english = await response.text()
+
+    assert "Keurmerkregister" in dutch and "Uitgeverij Noord" in dutch and "Dashboard Zuid" in dutch
+    assert "geschorst" in dutch and "leermateriaalgebruik" in dutch and "Verzender" in dutch
+    assert since.strftime("%Y-%m-%d") in dutch
+    assert "<script" not in dutch  # server-rendered, works without JavaScript
+    assert "Uitgeverij Noord" in english and "Dashboard Zuid" not in english
+    assert "Data service" in english
+
+
+async def test_the_public_page_escapes_what_operators_typed(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
+    await sqlite_store.add_participant(OIN_PUBLISHER, "<script>alert(1)</script>", actor="alice")
+    service = await service_factory(sqlite_store, operator_key)
+    async with aiohttp.ClientSession() as http, http.get(f"{service.url}/register") as response:
+        html = await response.text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
