@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ssl
 import textwrap
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -116,6 +117,8 @@ class Federation:
     rogue_ca: Issued = field(init=False)
     parties: dict[str, Party] = field(init=False)
     operator_key: ec.EllipticCurvePrivateKey = field(init=False)
+    register_path: Path = field(init=False)
+    server_identity: Issued = field(init=False)
     serial: int = 0
     node: Node | None = None
     served: Served | None = None
@@ -123,12 +126,23 @@ class Federation:
     dashboard_port: int = 0
     clients: list[ParticipantClient] = field(default_factory=list)
 
+    origin: Federation | None = None  # set for a sibling node of the same deployment
+    redis_prefix: str = ""
+
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.ca = create_ca("Edugate Development Root CA (stands in for PKIoverheid)")
-        self.rogue_ca = create_ca("Unknown CA")
-        self.parties = _parties(self.ca)
-        self.operator_key = ec.generate_private_key(ec.SECP256R1())
+        if self.origin is not None:  # one deployment: same PKI, participants, operator, register file
+            o = self.origin
+            self.ca, self.rogue_ca, self.parties, self.operator_key = o.ca, o.rogue_ca, o.parties, o.operator_key
+            self.redis_url, self.redis_prefix, self.log_dsn = o.redis_url, o.redis_prefix, o.log_dsn
+            self.register_path = o.register_path
+        else:
+            self.ca = create_ca("Edugate Development Root CA (stands in for PKIoverheid)")
+            self.rogue_ca = create_ca("Unknown CA")
+            self.parties = _parties(self.ca)
+            self.operator_key = ec.generate_private_key(ec.SECP256R1())
+            self.redis_prefix = self.redis_prefix or f"edugate-{uuid.uuid4().hex[:12]}"
+            self.register_path = self.directory / "register.jws"
         (self.directory / "operator.pub.pem").write_bytes(
             self.operator_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -137,7 +151,12 @@ class Federation:
         self.server_identity = issue_server(self.ca, ("localhost", "127.0.0.1"))
         self.server_identity.write(self.directory, "node-server")
         self.parties["dashboard"].identity.write(self.directory, "node-client")
-        self.publish()
+        if self.origin is None:
+            self.publish()
+
+    def sibling(self, directory: Path) -> Federation:
+        """A second gateway node of the same deployment (same register, Redis and participants)."""
+        return Federation(directory, clock=self.clock, max_staleness=self.max_staleness, origin=self)
 
     # --- the register --------------------------------------------------------------------------------------
     def document(self, participants: Iterable[Participant] | None = None) -> RegisterDocument:
@@ -151,9 +170,11 @@ class Federation:
         )
 
     def publish(self, participants: Iterable[Participant] | None = None) -> int:
-        """Sign a new snapshot with the next serial and put it where the node reads it."""
+        """Sign a new snapshot with the next serial and put it where the nodes read it."""
+        if self.origin is not None:
+            return self.origin.publish(participants)
         self.serial += 1
-        (self.directory / "register.jws").write_text(sign_snapshot(self.document(participants), self.operator_key))
+        self.register_path.write_text(sign_snapshot(self.document(participants), self.operator_key))
         return self.serial
 
     def participants_with(self, key: str, **changes: Any) -> list[Participant]:
@@ -170,7 +191,7 @@ class Federation:
 
     # --- the node --------------------------------------------------------------------------------------------
     def write_config(self, upstream: str) -> Path:
-        redis = f'\n[redis]\nurl = "{self.redis_url}"\nprefix = "{self.directory.name}"\n' if self.redis_url else ""
+        redis = f'\n[redis]\nurl = "{self.redis_url}"\nprefix = "{self.redis_prefix}"\n' if self.redis_url else ""
         store = f'store = "postgresql"\ndsn = "{self.log_dsn}"' if self.log_dsn else 'store = "sqlite"'
         root = Path(__file__).resolve().parents[2]
         config = (
@@ -193,7 +214,7 @@ class Federation:
             client_key = "node-client.key"
 
             [register]
-            source = "register.jws"
+            source = "{self.register_path}"
             operator_key = "operator.pub.pem"
             max_staleness = {self.max_staleness}
             poll_interval = 1.0
@@ -276,8 +297,12 @@ class Federation:
             (OTHER_SCHOOL, "gebruiksoverzicht", reader, ("j",)),
         ]:
             await self.node.activations.grant(
-                school=school, data_service=service, counterparty=counterparty, purposes=purposes,
-                valid_from=SINCE, processing_agreement=agreement,
+                school=school,
+                data_service=service,
+                counterparty=counterparty,
+                purposes=purposes,
+                valid_from=SINCE,
+                processing_agreement=agreement,
             )
 
     async def close(self) -> None:

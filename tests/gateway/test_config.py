@@ -1,0 +1,91 @@
+"""Configuration is validated on load, and every error names the file, the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.catalogue import CatalogueError, load_catalogue
+from gateway.config import ConfigError, load_config
+
+MINIMAL = """
+[node]
+name = "n"
+oin = "00000003111111110000"
+public_url = "https://127.0.0.1:8443"
+
+[tls]
+certificate = "server.pem"
+key = "server.key"
+
+[register]
+source = "register.jws"
+operator_key = "operator.pem"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "node.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_minimal_config_loads_with_paths_relative_to_the_file(tmp_path: Path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.tls.certificate == tmp_path / "server.pem"
+    assert config.registry.source == str(tmp_path / "register.jws")
+    assert config.token.lifetime == 300 and config.registry.max_staleness == 300
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('oin = "00000003111111110000"', 'oin = "12345"'), "node.oin: an OIN is exactly 20 digits"),
+        (
+            ('public_url = "https://127.0.0.1:8443"', 'public_url = "http://x"'),
+            "node.public_url: must be an https:// URL",
+        ),
+        (("[register]", "[register]\nmax_staleness = -1"), "register.max_staleness: Input should be greater than 0"),
+        (("[tls]", "[tls]\ncolour = 'blue'"), "tls.colour: Extra inputs are not permitted"),
+        (("[node]", "[token]\nlifetime = 3600\n[node]"), "token.lifetime: Input should be less than or equal to 300"),
+        (("[node]", "[log]\nstore = 'postgresql'\n[node]"), "log: store = 'postgresql' needs a dsn"),
+        (("[node]", "[upstreams]\nx = 'ftp://a'\n[node]"), "must be an http(s) URL"),
+    ],
+)
+def test_a_bad_value_is_reported_with_file_key_and_problem(tmp_path: Path, change: tuple[str, str], expected: str):
+    path = write(tmp_path, MINIMAL.replace(*change, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)) and expected in message
+
+
+def test_a_missing_section_is_named(tmp_path: Path):
+    path = write(tmp_path, MINIMAL.split("[register]")[0])
+    with pytest.raises(ConfigError, match=r"node.toml: register: Field required"):
+        load_config(path)
+
+
+def test_broken_toml_and_missing_files_are_reported_plainly(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[node\nname="))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_the_shipped_catalogue_is_valid_and_routes_are_versioned():
+    catalogue = load_catalogue(Path(__file__).resolve().parents[2] / "config" / "catalogue.toml")
+    assert {"leermateriaalgebruik", "resultaten", "gebruiksoverzicht"} <= set(catalogue.services)
+    for service in catalogue.services.values():
+        assert all(route.path.startswith("/v1/") for route in service.routes)
+
+
+def test_a_catalogue_route_claimed_by_two_services_is_refused(tmp_path: Path):
+    text = (Path(__file__).resolve().parents[2] / "config" / "catalogue.toml").read_text()
+    text = text.replace(
+        'routes = [{ method = "POST", path = "/v1/results" }]',
+        'routes = [{ method = "PUT", path = "/v1/progress/{id}" }]',
+    )
+    with pytest.raises(CatalogueError, match=r"catalogue.toml: .*route PUT /v1/progress/\{id\} is in both"):
+        load_catalogue(write(tmp_path, text, "catalogue.toml"))
