@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from gateway.activation.backend import Backend, PostgresBackend, SqliteBackend
 from gateway.activation.freshness import Freshness, NoCache, RedisFreshness, SqliteFreshness
 from gateway.activation.model import Activation, ActivationStatus, ProcessingAgreement, decide
-from gateway.activation.store import ActivationError, ActivationStore, NotFoundError
+from gateway.activation.store import ActivationError, ActivationStore, InvalidActivation, NotFoundError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from gateway.config import NodeConfig
 
 __all__ = [
-    "Activation", "ActivationError", "ActivationStatus", "ActivationStore", "NotFoundError", "ProcessingAgreement",
+    "Activation", "ActivationError", "ActivationStatus", "ActivationStore", "InvalidActivation", "NotFoundError",
+    "ProcessingAgreement",
     "decide", "open_activations",
 ]  # fmt: skip
 

@@ -40,6 +40,10 @@ class NotFoundError(ActivationError):
     pass
 
 
+class InvalidActivation(ActivationError):
+    """The activation asked for breaks a rule of the model (an end before its start, an unknown OIN)."""
+
+
 @dataclass(frozen=True)
 class SchoolKey:
     key_id: str
@@ -194,7 +198,7 @@ class ActivationStore:
         """A counterparty asks a school to activate a data service: recorded as requested, admits nothing yet."""
         now = _now()
         return await self._insert(
-            Activation(
+            _new(
                 school=school, data_service=data_service, counterparty=counterparty, purposes=tuple(purposes),
                 status=ActivationStatus.REQUESTED, valid_from=valid_from or now, valid_until=valid_until,
                 processing_agreement=processing_agreement, requested_at=now, updated_at=now,
@@ -215,7 +219,7 @@ class ActivationStore:
         """The school activates a data service for a counterparty directly (no request first)."""
         now = _now()
         return await self._insert(
-            Activation(
+            _new(
                 school=school, data_service=data_service, counterparty=counterparty, purposes=tuple(purposes),
                 status=ActivationStatus.ACTIVE, valid_from=valid_from or now, valid_until=valid_until,
                 processing_agreement=processing_agreement, requested_at=now, updated_at=now,
@@ -332,7 +336,15 @@ class ActivationStore:
 
 def _validated(activation: Activation, update: dict[str, Any]) -> Activation:
     """`model_copy` does not validate; a change must meet the same rules as a new activation."""
+    return _new(**{**activation.model_dump(), **update})
+
+
+def _new(**fields: Any) -> Activation:
     try:
-        return Activation.model_validate({**activation.model_dump(), **update})
+        return Activation.model_validate(fields)
     except ValidationError as exc:
-        raise ActivationError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
+        problems = (
+            f"{'.'.join(str(p) for p in e['loc']) or 'activation'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_input=False)
+        )
+        raise InvalidActivation("; ".join(problems)) from exc
