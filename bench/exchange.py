@@ -116,10 +116,10 @@ async def get_token(port: int, ready: dict[str, str]) -> str:
             },
         ) as response,
     ):
-            body = await response.json()
-            if response.status != 200:
-                raise RuntimeError(f"token refused: {body}")
-            return str(body["access_token"])
+        body = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"token refused: {body}")
+        return str(body["access_token"])
 
 
 def row(name: str, result: Result) -> str:
@@ -142,10 +142,16 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         upstream_port, nginx_port = free_port(), free_port()
-        procs.append(subprocess.Popen([sys.executable, "bench/upstream_process.py", str(upstream_port)]))
+        procs.append(subprocess.Popen([sys.executable, "-m", "connectors.samples.dashboard", str(upstream_port)]))
         wait_port(upstream_port)
         node = subprocess.Popen(
-            [sys.executable, "bench/node_process.py", str(work / "fed"), f"http://127.0.0.1:{upstream_port}"]
+            [
+                sys.executable,
+                "-m",
+                "connectors.samples.node_process",
+                str(work / "fed"),
+                f"http://127.0.0.1:{upstream_port}",
+            ]
         )
         procs.append(node)
         deadline = time.time() + 60

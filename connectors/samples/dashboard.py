@@ -84,6 +84,12 @@ async def ping(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def received_exchange_ids(request: web.Request) -> web.Response:
+    """What arrived, by the gateway's exchange id: lets a test in another process compare with the log."""
+    ids = [h["Edu-Exchange-Id"] for h in request.app[RECEIVED].headers if "Edu-Exchange-Id" in h]
+    return web.json_response(ids)
+
+
 def create_dashboard() -> web.Application:
     app = web.Application()
     app[RECEIVED] = Received()
@@ -91,4 +97,11 @@ def create_dashboard() -> web.Application:
     app.router.add_post("/v1/results", post_results)
     app.router.add_get("/v1/usage", get_usage)
     app.router.add_get("/ping", ping)
+    app.router.add_get("/_sample/received", received_exchange_ids)
     return app
+
+
+if __name__ == "__main__":  # python -m connectors.samples.dashboard PORT
+    import sys
+
+    web.run_app(create_dashboard(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
