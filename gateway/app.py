@@ -13,8 +13,10 @@ from aiohttp import web
 from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
 from gateway.activation.api import add_consent_routes
+from gateway.log_api import add_log_routes
 from gateway.node import Node
 from gateway.pipeline import handle_exchange
+from gateway.portal import add_portal_routes
 from gateway.tls import HandshakeFailure, server_context, trust_cas
 from gateway.token_endpoint import TOKEN_PATH, token
 
@@ -57,6 +59,8 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/.well-known/jwks.json", jwks)
     add_health_routes(app, node)
     add_consent_routes(app, node)
+    add_portal_routes(app, node)
+    add_log_routes(app, node)
     app.router.add_route("*", "/{tail:.*}", exchange_handler)
     return app
 
