@@ -1,0 +1,3 @@
+from gateway.activation.cli import cli
+
+cli(prog_name="edugate activation")
