@@ -7,15 +7,13 @@ import contextlib
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric import ec
-from register_fixtures import OIN_PUBLISHER, PG_ADMIN, REDIS_URL, Clock, RunningService
+from register_fixtures import OIN_PUBLISHER, REDIS_URL, Clock, RunningService, postgres_database
 
 from trust.pki import Issued, create_ca, issue_participant, issue_server
 from trust.register_service.store import RegisterStore
@@ -47,25 +45,6 @@ def operator_key() -> PrivateKey:
 @pytest.fixture
 def publisher_pem(pki: Issued) -> str:
     return issue_participant(pki, oin=OIN_PUBLISHER, name="Uitgeverij Noord").cert_pem().decode()
-
-
-@asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """A database of its own for one test, dropped afterwards."""
-    name = f"edugate_t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @pytest.fixture

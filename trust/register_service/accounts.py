@@ -7,6 +7,7 @@ so a leaked database does not hand out live sessions; each session carries its o
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -19,8 +20,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from trust.register_service.store import RegisterChangeRefused, RegisterStore
 
 _hasher = PasswordHasher()
-# Verifying against this for unknown users keeps the timing of "no such user" and "wrong password" alike.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this for unknown users keeps "no such user" and "wrong password" equally slow."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
 MIN_PASSWORD = 12
 
 
@@ -79,7 +85,7 @@ class OperatorAccounts:
         async with self.store.db.transaction() as conn:
             row = await conn.fetchrow("SELECT password_hash, role FROM operators WHERE username = ?", username)
         try:
-            await asyncio.to_thread(_hasher.verify, row["password_hash"] if row else _DUMMY_HASH, password)
+            await asyncio.to_thread(_hasher.verify, row["password_hash"] if row else _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             return None
         return Operator(username, OperatorRole(row["role"])) if row else None

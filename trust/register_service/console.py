@@ -214,7 +214,7 @@ def utc_time(text: str | None) -> datetime | None:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise RegisterChangeRefused(f"{text!r} is not a date and time (RFC 3339)") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _jwks(form: Form) -> dict[str, Any] | None:

@@ -6,8 +6,6 @@ OIN, a CA must be a CA, a JWKS must hold public keys only.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +14,8 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+
+from trust.certificates import thumbprint as der_thumbprint
 
 
 class CredentialRefused(ValueError):
@@ -31,8 +31,7 @@ class CertificateFacts:
 
 
 def thumbprint(certificate: x509.Certificate) -> str:
-    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return der_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
 
 
 def _load(pem: str | bytes) -> x509.Certificate:

@@ -12,7 +12,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,8 @@ class TrustedCa:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    """RFC 3339 in UTC: one offset for every stored time, so stored times also compare as text."""
+    return value.astimezone(UTC).isoformat() if value is not None else None
 
 
 def _time(value: str | None) -> datetime | None:
@@ -324,7 +325,10 @@ class RegisterStore:
 
     async def add_participant(self, oin: str, name: str, *, kvk: str | None = None, contact: str | None = None,
                               status: ParticipantStatus = ParticipantStatus.APPLIED, actor: str) -> int:
-        Participant(oin=oin, name=name, status=status)  # validates the OIN before anything is written
+        try:
+            Participant(oin=oin, name=name, status=status)  # validates the OIN before anything is written
+        except ValidationError as exc:
+            raise RegisterChangeRefused(_validation_message(exc)) from exc
 
         async def apply(conn: Connection) -> None:
             if await conn.fetchval("SELECT oin FROM participants WHERE oin = ?", oin) is not None:
@@ -334,10 +338,7 @@ class RegisterStore:
                 "INSERT INTO participants (oin, name, kvk, contact, status, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)", oin, name, kvk, contact, status.value, now, now)
 
-        try:
-            return await self._change(actor, "add participant", f"participant:{oin}", apply)
-        except ValidationError as exc:
-            raise RegisterChangeRefused(_validation_message(exc)) from exc
+        return await self._change(actor, "add participant", f"participant:{oin}", apply)
 
     async def update_participant(self, oin: str, *, name: str | None = None, kvk: str | None = None,
                                  contact: str | None = None, token_endpoint: str | None = None,
