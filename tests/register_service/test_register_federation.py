@@ -1,0 +1,132 @@
+"""End to end: the register service, two gateway nodes of one deployment sharing real Redis, and a publisher
+pushing progress through both. The operator suspends the publisher in the middle of the stream; every node
+must refuse it within a second, even with tokens issued before the change."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from register_fixtures import REDIS_URL
+
+from connectors.samples.federation import SCHOOL, Federation
+from connectors.samples.publisher import ParticipantClient, progress_record
+from trust.register import ParticipantStatus
+from trust.register_service.store import RegisterStore
+from trust.snapshot import PrivateKey
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+ECK_ID = "https://ketenid.nl/201703/" + "ab" * 64
+
+
+async def register_of(federation: Federation, store: RegisterStore) -> None:
+    """The federation's participants, certificates, clients, keurmerken and CA, entered as an operator would."""
+    await store.add_trusted_ca(federation.ca.cert_pem().decode(), actor="operator")
+    for party in federation.parties.values():
+        participant = party.participant()
+        await store.add_participant(party.oin, party.name, kvk=participant.kvk, status=ParticipantStatus.APPLIED,
+                                    actor="operator")
+        await store.add_certificate(party.oin, party.identity.cert_pem().decode(), actor="operator")
+        for client in participant.clients:
+            await store.add_client(party.oin, client.client_id, jwks=client.jwks, actor="operator")
+        for keurmerk in participant.keurmerken:
+            await store.grant_keurmerk(party.oin, keurmerk.data_service, keurmerk.role,
+                                       valid_from=keurmerk.valid_from, actor="operator")
+        await store.set_participant_status(party.oin, party.status, reason=party.status_reason, actor="operator")
+
+
+@pytest.fixture
+async def deployment(tmp_path: Path, sqlite_store: RegisterStore, operator_key: PrivateKey,
+                     service_factory: Callable[..., Any]) -> AsyncIterator[tuple[RegisterStore, list[Federation]]]:
+    first = Federation(tmp_path / "node-a", redis_url=REDIS_URL, max_staleness=30,
+                       redis_prefix=f"edugate-t-{uuid.uuid4().hex[:12]}")
+    # The operator of this deployment signs with the service's key: nodes pin it.
+    first.operator_key = operator_key  # type: ignore[assignment]
+    await register_of(first, sqlite_store)
+    # Plain HTTP on loopback (the service's test mode); nodes verify every snapshot's signature regardless.
+    service = await service_factory(sqlite_store, operator_key, heartbeat=1.0)
+    first.register_path = service.url  # type: ignore[assignment]  # the nodes' [register] source
+    second = first.sibling(tmp_path / "node-b")
+    for operator_pub in (first.directory, second.directory):
+        from trust.register_service.keys import public_pem
+
+        (operator_pub / "operator.pub.pem").write_bytes(public_pem(operator_key))
+    nodes = [first, second]
+    try:
+        for node in nodes:
+            await node.start()
+            await node.activate_demo_schools()
+        yield sqlite_store, nodes
+    finally:
+        for node in nodes:
+            await node.close()
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(REDIS_URL)
+        async for key in client.scan_iter(match=f"{first.redis_prefix}:*"):
+            await client.delete(key)
+        await client.aclose()
+
+
+async def stream(client: ParticipantClient, token: str, log: list[tuple[float, float, int, str]],
+                 stop: asyncio.Event) -> None:
+    """Push progress records back to back with one token, noting (sent, answered, status, message)."""
+    while not stop.is_set():
+        record = progress_record(record_id=str(uuid.uuid4()), eck_id=ECK_ID, school=SCHOOL)
+        sent = time.perf_counter()
+        answer = await client.call("PUT", f"/v1/progress/{record['id']}", token=token, json=record,
+                                   headers={"Edu-Purpose": "b"})
+        message = answer.body.get("statusMessage", "") if isinstance(answer.body, dict) else ""
+        log.append((sent, time.perf_counter(), answer.status, message))
+
+
+async def test_a_suspension_refuses_the_publisher_on_every_node_within_a_second(
+        deployment: tuple[RegisterStore, list[Federation]]) -> None:
+    store, nodes = deployment
+    sources = [node.node.register_source for node in nodes]  # type: ignore[union-attr]
+    publisher_oin = nodes[0].parties["publisher"].oin
+    deadline = time.perf_counter() + 10
+    while sum(s.state.feed_connected for s in sources) != 1:  # one feed for the deployment
+        assert time.perf_counter() < deadline, [s.status() for s in sources]
+        await asyncio.sleep(0.02)
+
+    clients = [node.client("publisher") for node in nodes]
+    tokens = [await client.token(scope="progress", purpose="b") for client in clients]  # issued before the change
+    logs: list[list[tuple[float, float, int, str]]] = [[] for _ in nodes]
+    stop = asyncio.Event()
+    streams = [asyncio.create_task(stream(c, t, log, stop)) for c, t, log in zip(clients, tokens, logs, strict=True)]
+    await asyncio.sleep(0.5)
+    assert all(log and log[-1][2] == 201 for log in logs), [log[-3:] for log in logs]
+
+    changed_at = time.perf_counter()
+    await store.set_participant_status(publisher_oin, ParticipantStatus.SUSPENDED, reason="breach of covenant",
+                                       actor="operator")
+    committed = (time.perf_counter() - changed_at) * 1000
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.gather(*streams)
+
+    latencies = []
+    for index, log in enumerate(logs):
+        # Every request sent after the moment this node first refused is refused too (no flapping back).
+        refused = [entry for entry in log if entry[2] == 403]
+        assert refused, f"node {index} never refused the suspended publisher"
+        first_refused = refused[0]
+        assert all(status == 403 for sent, _, status, _ in log if sent >= first_refused[0])
+        assert "suspended" in first_refused[3]
+        # The latency: from the operator's change until the answer of the first refused request.
+        latencies.append(first_refused[1] - changed_at)
+        accepted_after = [entry for entry in log if entry[2] == 201 and entry[0] > changed_at]
+        print(f"\nnode {index}: {len(log)} requests, last accepted sent "
+              f"{(max((e[0] for e in accepted_after), default=changed_at) - changed_at) * 1000:.1f} ms after the "
+              f"change, first refusal answered {(first_refused[1] - changed_at) * 1000:.1f} ms after it "
+              f"(feed leader: {sources[index].state.leader})")
+    print(f"revocation latency, register service -> 2 gateway nodes (1 feed + Redis fan-out): "
+          f"max {max(latencies) * 1000:.1f} ms (the operator's change itself took {committed:.1f} ms to commit)")
+    assert max(latencies) <= 1.0
