@@ -276,8 +276,8 @@ class GroupCommitLog(ABC):
         body = encode_record(record)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(body, record_leaf_hash(body), record, done))
-        # shield: a caller that gives up does not cancel the write; the record may still be logged
-        return await asyncio.shield(done)
+        # A caller that gives up (cancelled) cancels only its wait: the record is still written with its batch.
+        return await done
 
     async def _write_loop(self) -> None:
         while True:

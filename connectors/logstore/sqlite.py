@@ -163,8 +163,11 @@ class SQLiteExchangeLog(GroupCommitLog):
             part = pairs[chunk : chunk + 400]
             values = ", ".join("(?, ?)" for _ in part)
             params = [x for pair in part for x in pair]
+            # driven from the wanted list: one primary-key search each (a row-value IN would scan the table)
             async with self._r.execute(
-                f"SELECT level, idx, hash FROM tree WHERE (level, idx) IN (VALUES {values})", params
+                f"WITH w(level, idx) AS (VALUES {values})"
+                " SELECT t.level, t.idx, t.hash FROM w JOIN tree t ON t.level = w.level AND t.idx = w.idx",
+                params,
             ) as cursor:
                 async for level, idx, digest in cursor:
                     found[(int(level), int(idx))] = bytes(digest)
