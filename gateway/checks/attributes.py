@@ -7,6 +7,7 @@ token's scopes. Removed members are counted into the log record, never their val
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,53 +20,57 @@ from trust.eckid import EckId, InvalidEckId
 
 if TYPE_CHECKING:
     from gateway.node import Node
+    from gateway.pseudonyms import Pseudonyms
 
-Side = Literal["request", "response"]
+# Where pseudonyms apply: ("pseudonymise", recipient OIN) on data going to a recipient, ("reveal", recipient OIN) on
+# a recipient's request naming its pseudonyms; None where the service uses none.
+Translation = tuple[Literal["pseudonymise", "reveal"], str] | None
 
 
 def allowlist_for(service: DataService, scopes: frozenset[str] | set[str]) -> Allowlist | None:
     """The allowlist of `service` for a token with `scopes`, or None if the service restricts no attributes."""
     if not service.attributes:
         return None
-    return Allowlist(path for scope, paths in service.attributes.items() if scope in scopes for path in paths)
+    return _compiled(tuple(path for scope, paths in service.attributes.items() if scope in scopes for path in paths))
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(paths: tuple[str, ...]) -> Allowlist:
+    return Allowlist(paths)
 
 
 async def attributes(node: Node, x: Exchange) -> None:
     """Push: the request body cut to the allowlist. Both directions: student references in the request are
     well-formed ECK iDs (translated back from the caller's pseudonyms where the service uses them)."""
-    assert x.service is not None and x.token is not None
+    assert x.service is not None and x.token is not None and x.peer is not None
     service = x.service
     if service.direction is Direction.PUSH:
         payload = await request_payload(node, x, step="attributes")
-        minimised = _minimise(node, x, payload, "request")
-        if minimised is not payload:
-            x.body = json.dumps(minimised, ensure_ascii=False, separators=(",", ":")).encode()
-            x.payload = minimised
+        minimised = minimise(node, x, payload, scopes=x.token.scopes, locations=service.student.request)
+        _replace_body(x, payload, minimised)
         x.records = _record_count(minimised, service.student.request)
-    else:
-        for location in service.student.request:
-            if location.startswith("body:"):
-                payload = await request_payload(node, x, step="attributes")
-                changed = _students(node, x, payload, (location,), "request")
-                if changed is not payload:
-                    x.body = json.dumps(changed, ensure_ascii=False, separators=(",", ":")).encode()
-                    x.payload = changed
-            else:
-                for value in await reference_values(node, x, location, step="attributes"):
-                    _collect(x, _eck_id(value, location, "request"))
+        return
+    for location in service.student.request:
+        if location.startswith("body:"):
+            payload = await request_payload(node, x, step="attributes")
+            translate: Translation = ("reveal", x.peer.oin) if service.pseudonymise else None
+            _replace_body(x, payload, students(node, x, payload, (location,), translate))
+        else:
+            for value in await reference_values(node, x, location, step="attributes"):
+                _collect(x, _eck_id(value, location))
 
 
 async def filter_response(node: Node, x: Exchange, body: bytes) -> bytes:
     """A pull service's JSON answer cut to the allowlist (and its student references pseudonymised for the caller
     where the service asks for it). An answer that may not travel is refused with 502: the caller's request was
     fine, the offered API's answer was not."""
-    assert x.service is not None and x.token is not None
+    assert x.service is not None and x.token is not None and x.peer is not None
     try:
         payload = parse_json(body, what="answer of the offered API", step="attributes")
-    except SchemaIncorrect as exc:
-        raise UpstreamUnavailable(exc.message, step="attributes") from exc
-    try:
-        minimised = _minimise(node, x, payload, "response")
+        translate: Translation = ("pseudonymise", x.peer.oin) if x.service.pseudonymise else None
+        minimised = minimise(
+            node, x, payload, scopes=x.token.scopes, locations=x.service.student.response, translate=translate
+        )
     except Denial as exc:
         raise UpstreamUnavailable(f"the offered API's answer may not travel: {exc.message}", step="attributes") from exc
     x.records = _record_count(minimised, x.service.student.response)
@@ -74,12 +79,21 @@ async def filter_response(node: Node, x: Exchange, body: bytes) -> bytes:
     return json.dumps(minimised, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _minimise(node: Node, x: Exchange, payload: Any, side: Side) -> Any:
-    """`payload` (the data-carrying body) cut, scanned, its student references checked: the same object when
-    nothing changed."""
-    assert x.service is not None and x.token is not None
+def minimise(
+    node: Node,
+    x: Exchange,
+    payload: Any,
+    *,
+    scopes: frozenset[str] | set[str],
+    locations: tuple[str, ...],
+    translate: Translation = None,
+) -> Any:
+    """`payload` (the data-carrying body) cut to the allowlist of `scopes`, searched for direct identifiers, its
+    student references at body `locations` checked, collected and translated. The same object when nothing
+    changed. Raises SchemaIncorrect (0011)."""
+    assert x.service is not None
     service = x.service
-    allowlist = allowlist_for(service, x.token.scopes)
+    allowlist = allowlist_for(service, scopes)
     try:
         if allowlist is None:
             scan_identifiers(payload, email_paths=service.email_fields)
@@ -92,40 +106,48 @@ def _minimise(node: Node, x: Exchange, payload: Any, side: Side) -> Any:
             result = minimised.payload if minimised.removed else payload
     except MinimisationRefused as exc:
         raise SchemaIncorrect(str(exc), step="attributes") from exc
-    locations = service.student.request if side == "request" else service.student.response
-    return _students(node, x, result, tuple(loc for loc in locations if loc.startswith("body:")), side)
+    return students(node, x, result, tuple(loc for loc in locations if loc.startswith("body:")), translate)
 
 
-def _students(node: Node, x: Exchange, payload: Any, locations: tuple[str, ...], side: Side) -> Any:
-    """Check the ECK iDs at body `locations`, collect them, and translate pseudonyms where the service uses them:
-    an answer to the caller gets the caller's pseudonyms; a request from the caller names them and is translated
-    back before it reaches the source."""
-    assert x.service is not None and x.peer is not None
-    translate = x.service.pseudonymise and node.pseudonyms is not None
-    pseudonyms = node.pseudonyms
-    caller = x.peer.oin
+def students(node: Node, x: Exchange, payload: Any, locations: tuple[str, ...], translate: Translation) -> Any:
+    """Check the ECK iDs at body `locations` and collect them (as the source knows them, so that the school can
+    look them up in the log). With `translate`, replace each by its pseudonym for a recipient, or reveal the ECK
+    iD behind a recipient's pseudonym."""
+    pseudonyms = node.pseudonyms if translate is not None else None
     result = payload
     for location in locations:
         path = location.removeprefix("body:")
         for value in values_at(result, path):
-            if value is not None:
-                eck_id = _eck_id(value, location, side)
-                real = pseudonyms.reveal(eck_id, caller) if translate and side == "request" and pseudonyms else eck_id
-                _collect(x, real)
-        if translate and pseudonyms is not None:
-            if side == "response":
-                change = lambda v: str(pseudonyms.pseudonymise(EckId.parse(v), caller)) if v is not None else v  # noqa: E731
-            else:
-                change = lambda v: str(pseudonyms.reveal(EckId.parse(v), caller)) if v is not None else v  # noqa: E731
+            if value is None:
+                continue
+            eck_id = _eck_id(value, location)
+            if pseudonyms is not None and translate is not None and translate[0] == "reveal":
+                eck_id = pseudonyms.reveal(eck_id, translate[1])
+            _collect(x, eck_id)
+        if pseudonyms is not None and translate is not None:
+            mode, party = translate
+
+            def change(value: Any, mode: str = mode, party: str = party, keys: Pseudonyms = pseudonyms) -> Any:
+                if value is None:
+                    return None
+                eck_id = EckId.parse(value)
+                return str(keys.pseudonymise(eck_id, party) if mode == "pseudonymise" else keys.reveal(eck_id, party))
+
             result = replace_at(result, path, change)
     return result
 
 
-def _eck_id(value: Any, location: str, side: Side) -> EckId:
+def _replace_body(x: Exchange, before: Any, after: Any) -> None:
+    if after is not before:
+        x.body = json.dumps(after, ensure_ascii=False, separators=(",", ":")).encode()
+        x.payload = after
+
+
+def _eck_id(value: Any, location: str) -> EckId:
     try:
         return EckId.parse(value)
     except InvalidEckId as exc:
-        raise SchemaIncorrect(f"the student reference at {location} ({side}) is not a well-formed ECK iD: {exc}",
+        raise SchemaIncorrect(f"the student reference at {location} is not a well-formed ECK iD: {exc}",
                               step="attributes") from exc
 
 
