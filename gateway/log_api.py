@@ -7,13 +7,12 @@ Who reads what (as in FSC, a party reads only what it took part in):
   counterparty, and inclusion proofs for those;
 - a school, logged in to the portal, reads its own school's records and their inclusion proofs.
 
-Hashes and proofs are standard base64 (RFC 4648 §4), like the `root_hash` inside a checkpoint. Errors use the
+Hashes and proofs are lowercase hex, as in the log's exports (`connectors.logstore.export`). Errors use the
 Edu-V body `{"status": "NNNN", "statusMessage": "..."}`; bad parameters are `400` with status `0011`.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from gateway.checks.register import register_fresh
 from gateway.denials import Denial, Forbidden, NotFound, SchemaIncorrect, Unauthenticated
 from gateway.exchange import Exchange
 from gateway.pipeline import error_response
-from trust.checkpoint import SignedCheckpoint
+from trust.checkpoint import SignedCheckpoint, public_key_pem
 from trust.oin import InvalidOin, parse_oin
 
 if TYPE_CHECKING:
@@ -43,8 +42,8 @@ _SERVICE = re.compile(r"^[a-z0-9_-]{1,64}$")
 _EXCHANGE_ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
 
 
-def b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
+def hexed(value: bytes) -> str:
+    return value.hex()
 
 
 # --- who is asking ---------------------------------------------------------------------------------------------
@@ -202,14 +201,15 @@ class RecordQuery:
 
 
 def record_json(stored: StoredRecord) -> dict[str, Any]:
-    return {"index": stored.index, "leaf_hash": b64(stored.leaf_hash), "record": stored.record.model_dump(mode="json")}
+    record = stored.record.model_dump(mode="json")
+    return {"index": stored.index, "leaf_hash": hexed(stored.leaf_hash), "record": record}
 
 
 def checkpoint_json(checkpoint: SignedCheckpoint) -> dict[str, Any]:
     return {
         "node": checkpoint.node,
         "tree_size": checkpoint.tree_size,
-        "root_hash": b64(checkpoint.root_hash),
+        "root_hash": hexed(checkpoint.root_hash),
         "timestamp": checkpoint.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "jws": checkpoint.jws,
     }
@@ -256,10 +256,10 @@ async def inclusion_json(node: Node, stored: StoredRecord, size: int | None = No
     return {
         "index": stored.index,
         "tree_size": tree_size,
-        "leaf_hash": b64(stored.leaf_hash),
-        "proof": [b64(h) for h in proof],
+        "leaf_hash": hexed(stored.leaf_hash),
+        "proof": [hexed(h) for h in proof],
         "checkpoint": checkpoint_json(checkpoint) if checkpoint else None,
-        "encoding": "base64",
+        "encoding": "hex",
     }
 
 
@@ -309,7 +309,7 @@ def add_log_routes(app: web.Application, node: Node) -> None:
             raise SchemaIncorrect(f"need first <= second <= {node.log.size()} (the log's size)", step="log-api")
         proof = await node.log.consistency_proof(first, second)
         return web.json_response(
-            {"first": first, "second": second, "proof": [b64(h) for h in proof], "encoding": "base64"}
+            {"first": first, "second": second, "proof": [hexed(h) for h in proof], "encoding": "hex"}
         )
 
     async def records(request: web.Request) -> web.Response:
@@ -332,6 +332,13 @@ def add_log_routes(app: web.Application, node: Node) -> None:
             }
         )
 
+    async def public_key(request: web.Request) -> web.Response:
+        key = getattr(node.log, "signing_key", None)
+        if key is None:
+            raise NotFound("this log has no signing key to publish", step="log-api")
+        return web.Response(body=public_key_pem(key), content_type="application/x-pem-file")
+
+    app.router.add_get("/log/v1/public-key", answers_denials(public_key))
     app.router.add_get("/log/v1/checkpoint", answers_denials(latest))
     app.router.add_get("/log/v1/checkpoints", answers_denials(checkpoints))
     app.router.add_get("/log/v1/proof/inclusion", answers_denials(inclusion))

@@ -1,8 +1,9 @@
 """A school's exports: CSV for a spreadsheet, JSON with everything needed to check it offline.
 
-The JSON export holds the records, each with an inclusion proof against a checkpoint signed at export time,
-the node's earlier checkpoints with consistency proofs to that one, and the node's public log key. See
-`connectors.logstore` for the offline verifier (`edugate log verify`).
+The JSON export is the log's own export format (`connectors.logstore.export`): the records, each with an
+inclusion proof against a checkpoint signed at export time, and the period's checkpoints with consistency
+proofs between them. `edugate log verify EXPORT --public-key KEY` checks it offline; the key is served at
+`/log/v1/public-key`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from connectors.logstore.base import StoredRecord
-from gateway.log_api import RecordQuery, b64, checkpoint_json
+from connectors.logstore.base import GroupCommitLog, StoredRecord
+from connectors.logstore.export import build_export
+from connectors.logstore.record import ExchangeRecord
+from gateway.log_api import RecordQuery
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -61,36 +63,36 @@ async def export_csv(node: Node, school: str, query: RecordQuery) -> str:
     return out.getvalue()
 
 
-async def export_json(node: Node, school: str, query: RecordQuery) -> dict[str, Any]:
-    from trust.checkpoint import public_key_pem
-
-    records = [s async for s in school_records(node, school, query)]
-    final = await node.log.checkpoint()  # signs everything committed so far, so every record is covered
-    earlier = [c for c in await node.log.checkpoints() if c.tree_size < final.tree_size and c.tree_size > 0]
-    signing_key = getattr(node.log, "signing_key", None)
-    consistency = []
-    for checkpoint in earlier:
-        proof = await node.log.consistency_proof(checkpoint.tree_size, final.tree_size)
-        consistency.append({"first": checkpoint.tree_size, "second": final.tree_size, "proof": [b64(h) for h in proof]})
-    entries = []
-    for stored in records:
-        proof = await node.log.inclusion_proof(stored.index, final.tree_size)
-        entries.append(
-            {
-                "index": stored.index,
-                "leaf_hash": b64(stored.leaf_hash),
-                "record": stored.record.model_dump(mode="json"),
-                "inclusion": {"tree_size": final.tree_size, "proof": [b64(h) for h in proof]},
-            }
+def matches(stored: StoredRecord, query: RecordQuery) -> bool:
+    """The filters `build_export` does not take (it scopes by school and period), applied to its records."""
+    record = stored.record
+    peer = record.caller_oin if record.direction == "inbound" else record.counterparty_oin
+    return all(
+        wanted is None or wanted == actual
+        for wanted, actual in (
+            (query.counterparty, peer),
+            (query.data_service, record.data_service),
+            (query.purpose, record.purpose),
+            (query.decision, record.decision),
+            (query.exchange_id, record.exchange_id),
         )
-    return {
-        "format": "edugate-log-export/1",
-        "encoding": "base64",
-        "node": node.oin,
-        "school": school,
-        "exported_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "public_key": public_key_pem(signing_key).decode() if signing_key is not None else None,
-        "checkpoints": [checkpoint_json(c) for c in [*earlier, final]],
-        "consistency": consistency,
-        "records": entries,
-    }
+    )
+
+
+async def export_json(node: Node, school: str, query: RecordQuery) -> dict[str, Any]:
+    """`connectors.logstore.export.build_export` for the school and period, narrowed to the other filters: the
+    result is the log's own export format, which `edugate log verify` checks offline."""
+    log = node.log
+    if not isinstance(log, GroupCommitLog):
+        raise TypeError("exports need the node's own exchange log")
+    export = await build_export(log, school=school, since=query.since, until=query.until)
+    kept = []
+    for item in export["records"]:
+        stored = StoredRecord(item["index"], bytes.fromhex(item["leaf_hash"]),
+                              ExchangeRecord.model_validate(item["record"]))
+        if stored.record.school == school and matches(stored, query):
+            kept.append(item)
+    export["records"] = kept
+    export["scope"]["filters"] = {k: v for k, v in query.filters().items() if v is not None and k not in
+                                  ("since", "until")}
+    return export

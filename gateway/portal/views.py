@@ -161,7 +161,7 @@ async def logout(request: web.Request, session: PortalSession) -> web.StreamResp
         await portal(request).sessions.end(session_id)
     log.info("portal logout", school=session.school)
     response = web.HTTPSeeOther(f"{PREFIX}/login")
-    response.del_cookie(SESSION_COOKIE, path=PREFIX)
+    response.del_cookie(SESSION_COOKIE, path="/")
     raise response
 
 

@@ -86,7 +86,8 @@ def same(a: str | None, b: str | None) -> bool:
 
 def set_session_cookie(response: web.StreamResponse, session_id: str, lifetime: float) -> None:
     # Secure + HttpOnly + SameSite=Lax: never over plain HTTP, never to scripts, not on cross-site posts.
-    response.set_cookie(SESSION_COOKIE, session_id, path=PREFIX, secure=True, httponly=True, samesite="Lax",
+    # Path=/: the log API (/log/v1/...) reads the same session for a school's proofs and records.
+    response.set_cookie(SESSION_COOKIE, session_id, path="/", secure=True, httponly=True, samesite="Lax",
                         max_age=int(lifetime))
 
 

@@ -1,0 +1,145 @@
+"""The log-reading API: public checkpoints and consistency proofs; records and inclusion proofs only for those
+entitled (a participant by its client certificate, a school by its portal session); Edu-V errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.samples.federation import SCHOOL, Federation, expired_identity
+from tests.portal.client import PortalClient
+from trust.checkpoint import load_public_key, verify_checkpoint
+from trust.transparency import ProofError, verify_consistency, verify_inclusion
+
+
+def participant(fed: Federation, key: str) -> PortalClient:
+    return PortalClient(fed, identity=fed.parties[key].identity)
+
+
+async def test_the_latest_checkpoint_is_public_and_signed_with_the_published_log_key(fed: Federation):
+    await fed.node.log.checkpoint()
+    anyone = PortalClient(fed)
+    try:
+        answer = await anyone.get("/log/v1/checkpoint")
+        assert answer.status == 200
+        key = load_public_key((await anyone.get("/log/v1/public-key")).text.encode())
+        checkpoint = verify_checkpoint(answer.json()["jws"], key)
+        assert checkpoint.tree_size == answer.json()["tree_size"] == fed.node.log.size()
+        assert checkpoint.root_hash.hex() == answer.json()["root_hash"] and checkpoint.node == fed.node.oin
+        listed = (await anyone.get("/log/v1/checkpoints")).json()["checkpoints"]
+        assert listed[-1]["jws"] == answer.json()["jws"]
+    finally:
+        await anyone.close()
+
+
+async def test_a_consistency_proof_between_two_checkpoints_verifies(fed: Federation):
+    first = await fed.node.log.checkpoint()
+    from tests.portal.conftest import push
+
+    await push(fed, SCHOOL, 5)
+    second = await fed.node.log.checkpoint()
+    anyone = PortalClient(fed)
+    try:
+        answer = await anyone.get("/log/v1/proof/consistency", first=str(first.tree_size),
+                                  second=str(second.tree_size))
+        proof = [bytes.fromhex(h) for h in answer.json()["proof"]]
+        verify_consistency(first.tree_size, second.tree_size, proof, first.root_hash, second.root_hash)
+        with pytest.raises(ProofError):
+            verify_consistency(first.tree_size, second.tree_size, proof, second.root_hash, first.root_hash)
+    finally:
+        await anyone.close()
+
+
+async def test_a_school_gets_an_inclusion_proof_for_its_record_that_verifies_against_a_checkpoint(
+    fed: Federation, school_a: PortalClient
+):
+    (stored, *_) = await fed.node.log.records(school=SCHOOL, limit=1)
+    answer = (await school_a.get("/log/v1/proof/inclusion", index=str(stored.index))).json()
+    key = load_public_key((await school_a.get("/log/v1/public-key")).text.encode())
+    checkpoint = verify_checkpoint(answer["checkpoint"]["jws"], key)
+    assert answer["tree_size"] == checkpoint.tree_size > stored.index
+    verify_inclusion(stored.leaf_hash, stored.index, checkpoint.tree_size,
+                     [bytes.fromhex(h) for h in answer["proof"]], checkpoint.root_hash)
+
+
+async def test_a_participant_reads_by_its_certificate_only_the_records_it_took_part_in(fed: Federation):
+    publisher, reader = participant(fed, "publisher"), participant(fed, "reader")
+    try:
+        mine = (await publisher.get("/log/v1/records", limit="1000")).json()["records"]
+        oin = fed.parties["publisher"].oin
+        assert mine and all(oin in (r["record"]["caller_oin"], r["record"]["counterparty_oin"]) for r in mine)
+        assert (await reader.get("/log/v1/records")).json()["records"] == []  # it took part in none
+        index = mine[0]["index"]
+        assert (await publisher.get("/log/v1/proof/inclusion", index=str(index))).status == 200
+        refused = await reader.get("/log/v1/proof/inclusion", index=str(index))
+        assert refused.status == 404 and refused.json()["status"] == "0099"
+    finally:
+        await publisher.close()
+        await reader.close()
+
+
+async def test_a_participant_filters_its_records_like_the_portal_does(fed: Federation):
+    publisher = participant(fed, "publisher")
+    try:
+        only_a = (await publisher.get("/log/v1/records", school=SCHOOL, decision="allowed",
+                                      data_service="leermateriaalgebruik", purpose="b", since="2026-01-01",
+                                      limit="1000")).json()["records"]
+        assert only_a and {r["record"]["school"] for r in only_a} == {SCHOOL}
+        none = (await publisher.get("/log/v1/records", decision="denied")).json()["records"]
+        assert none == []
+        paged = (await publisher.get("/log/v1/records", limit="2", offset="1")).json()["records"]
+        assert len(paged) == 2
+    finally:
+        await publisher.close()
+
+
+async def test_a_certificate_the_node_would_refuse_for_an_exchange_reads_nothing(fed: Federation):
+    suspended, expired = participant(fed, "suspended"), PortalClient(
+        fed, identity=expired_identity(fed.ca, fed.parties["publisher"])
+    )
+    try:
+        answer = await suspended.get("/log/v1/records")
+        assert answer.status == 403 and answer.json()["status"] == "0099" and "suspended" in answer.text.lower()
+        answer = await expired.get("/log/v1/records")
+        assert answer.status == 401 and answer.json()["statusMessage"]
+    finally:
+        await suspended.close()
+        await expired.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "named"),
+    [
+        ("/log/v1/records", {"since": "yesterday"}, "since"),
+        ("/log/v1/records", {"until": "2026-13-45"}, "until"),
+        ("/log/v1/records", {"since": "2026-01-01T10:00:00"}, "time zone"),
+        ("/log/v1/records", {"limit": "-1"}, "limit"),
+        ("/log/v1/records", {"limit": "0"}, "limit"),
+        ("/log/v1/records", {"limit": "100000"}, "limit"),
+        ("/log/v1/records", {"offset": "-5"}, "offset"),
+        ("/log/v1/records", {"counterparty": "123"}, "counterparty"),
+        ("/log/v1/records", {"decision": "maybe"}, "decision"),
+        ("/log/v1/records", {"purpose": "zz"}, "purpose"),
+        ("/log/v1/records", {"since": "2026-02-01", "until": "2026-01-01"}, "before"),
+        ("/log/v1/proof/inclusion", {"index": "-1"}, "index"),
+        ("/log/v1/proof/inclusion", {"index": "abc"}, "index"),
+        ("/log/v1/proof/inclusion", {}, "index"),
+        ("/log/v1/proof/consistency", {"first": "-1", "second": "2"}, "first"),
+        ("/log/v1/proof/consistency", {"first": "3", "second": "1"}, "first <= second"),
+        ("/log/v1/proof/consistency", {"first": "1", "second": "99999"}, "log's size"),
+        ("/log/v1/checkpoints", {"since": "not a date"}, "since"),
+    ],
+)
+async def test_bad_parameters_are_answered_400_with_status_0011_naming_the_parameter(fed: Federation, path, params,
+                                                                                    named):
+    publisher = participant(fed, "publisher")
+    try:
+        answer = await publisher.get(path, **params)
+        assert answer.status == 400, answer.text
+        assert answer.json()["status"] == "0011" and named in answer.json()["statusMessage"]
+    finally:
+        await publisher.close()
+
+
+async def test_an_inclusion_proof_for_an_index_past_the_log_is_not_found(fed: Federation, school_a: PortalClient):
+    answer = await school_a.get("/log/v1/proof/inclusion", index=str(fed.node.log.size() + 10))
+    assert answer.status == 404 and answer.json()["status"] == "0099"
