@@ -179,7 +179,7 @@ class Federation:
 
     def participants_with(self, key: str, **changes: Any) -> list[Participant]:
         return [
-            p.participant().model_copy(update=changes) if p.key == key else p.participant()
+            Participant.model_validate({**p.participant().model_dump(), **changes}) if p.key == key else p.participant()
             for p in self.parties.values()
         ]
 
