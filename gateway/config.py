@@ -113,6 +113,27 @@ class ActivationSection(_Section):
         return self
 
 
+class OutboundSection(_Section):
+    """The sender side: this participant's applications call the node over plain HTTP on loopback (or an internal
+    network listed in `allowed_networks`), and the node calls receivers with its client certificate."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(8080, ge=0, le=65535)
+    client_id: str = Field(min_length=1)  # this participant's client (in the register) for token requests
+    kid: str | None = None  # the key id in the client's registered JWKS, if it names one
+    allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    token_margin: float = Field(30.0, ge=0)  # renew a cached token this many seconds before it expires
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network)  # ValueError names the bad one
+        return value
+
+
 class PseudonymSection(_Section):
     # The node's secret for per-recipient pseudonyms (32+ random bytes); generated in state_dir if absent.
     key: Path | None = None
@@ -164,6 +185,7 @@ class NodeConfig(_Section):
     limits: LimitsSection = LimitsSection()
     activation: ActivationSection = ActivationSection()
     pseudonyms: PseudonymSection = PseudonymSection()
+    outbound: OutboundSection | None = None  # absent: this node only receives
     portal: PortalSection = PortalSection()
     catalogue: Path = Path("config/catalogue.toml")
     purposes: Path = Path("config/purposes.toml")

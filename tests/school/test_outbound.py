@@ -1,0 +1,200 @@
+"""The sender side over real mutual TLS: a publisher's application sends through its own node, which checks the
+activation it holds before anything leaves, obtains and caches the receiver's token, and logs the exchange."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from connectors.samples.federation import OTHER_SCHOOL, SCHOOL, SINCE, Federation
+from connectors.samples.publisher import progress_record
+from gateway.activation import ProcessingAgreement
+from gateway.config import load_config
+from gateway.demo import eck_id
+from gateway.node import Node, start_node
+from gateway.outbound import OutboundServed, serve_outbound
+from trust.register import Endpoints
+
+
+@dataclass
+class Sending:
+    receiving: Federation
+    node: Node
+    served: OutboundServed
+    session: aiohttp.ClientSession
+
+    @property
+    def dashboard(self) -> str:
+        return self.receiving.parties["dashboard"].oin
+
+    async def send(self, body: dict[str, Any], **headers: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        sent = {"Edu-Receiver": self.dashboard, "Edu-Purpose": "b", **headers}
+        url = f"http://127.0.0.1:{self.served.port}/v1/progress/{body['id']}"
+        async with self.session.put(url, json=body, headers={k: v for k, v in sent.items() if v}) as answer:
+            raw = await answer.read()
+            return answer.status, json.loads(raw) if raw else {}, dict(answer.headers)
+
+
+def publisher_config(fed: Federation, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    publisher = fed.parties["publisher"]
+    cert, key = publisher.identity.write(directory, "publisher")
+    path = directory / "node.toml"
+    root = Path(__file__).resolve().parents[2]
+    path.write_text(
+        textwrap.dedent(f"""\
+        catalogue = "{root / "config" / "catalogue.toml"}"
+        purposes = "{root / "config" / "purposes.toml"}"
+
+        [node]
+        name = "publisher-node"
+        oin = "{publisher.oin}"
+        public_url = "https://127.0.0.1:1"
+        state_dir = "state"
+
+        [tls]
+        certificate = "{cert}"
+        key = "{key}"
+
+        [register]
+        source = "{fed.register_path}"
+        operator_key = "{fed.directory / "operator.pub.pem"}"
+
+        [outbound]
+        client_id = "{publisher.client_id}"
+        kid = "cert"
+        listen_port = 0
+        """)
+    )
+    return path
+
+
+@pytest.fixture
+async def sending(tmp_path: Path) -> AsyncIterator[Sending]:
+    fed = Federation(tmp_path / "dashboard")
+    await fed.start()
+    await fed.activate_demo_schools()  # the receiver's own activations (it checks them inbound)
+    endpoints = Endpoints(token=f"{fed.base_url}/oauth2/token", api=fed.base_url)
+    await fed.apply(fed.participants_with("dashboard", endpoints=endpoints))
+    node = await start_node(load_config(publisher_config(fed, tmp_path / "publisher")))
+    served = await serve_outbound(node, port=0)
+    await node.activations.grant(  # the source side's record of the school's decision
+        school=SCHOOL,
+        data_service="leermateriaalgebruik",
+        counterparty=fed.parties["dashboard"].oin,
+        purposes=("a", "b", "d", "j"),
+        valid_from=SINCE,
+        processing_agreement=ProcessingAgreement(reference="VWO-2026-0042", valid_from=SINCE),
+    )
+    session = aiohttp.ClientSession()
+    try:
+        yield Sending(fed, node, served, session)
+    finally:
+        await session.close()
+        await served.close()
+        await node.close()
+        await fed.close()
+
+
+def record(n: int = 1, school: str = SCHOOL, **changes: Any) -> dict[str, Any]:
+    return {**progress_record(record_id=str(uuid.uuid4()), eck_id=eck_id(n), school=school), **changes}
+
+
+async def outbound_records(sending: Sending, exchange_id: str) -> list[Any]:
+    stored = await sending.node.log.records(party_oin=sending.node.oin, exchange_id=exchange_id, oldest_first=True)
+    return [s.record for s in stored]
+
+
+async def test_an_activated_push_reaches_the_receiver_and_is_logged_on_the_sender_side(sending: Sending) -> None:
+    body = record()
+    status, _, headers = await sending.send(body)
+    assert status == 201
+    assert sending.receiving.received.progress[body["id"]] == body
+    logged = await outbound_records(sending, headers["Edu-Exchange-Id"])
+    assert [(r.kind, r.direction, r.decision) for r in logged] == [
+        ("decision", "outbound", "allowed"),
+        ("outcome", "outbound", "allowed"),
+    ]
+    assert (logged[0].counterparty_oin, logged[0].purpose, logged[0].school) == (sending.dashboard, "b", SCHOOL)
+    assert logged[1].upstream_status == 201
+    assert len(logged[0].student_hashes) == 1 and eck_id(1) not in logged[0].student_hashes[0]
+
+
+async def test_the_receivers_token_is_obtained_once_and_reused(sending: Sending) -> None:
+    for n in range(3):
+        assert (await sending.send(record(n)))[0] == 201
+    assert sending.receiving.node is not None
+    issued = sending.receiving.node.metrics.tokens.labels("issued")._value.get()
+    assert issued == 1
+    assert len(sending.served.sender._tokens) == 1
+
+
+async def test_without_an_activation_at_the_source_nothing_leaves(sending: Sending) -> None:
+    await sending.node.activations.grant(  # the school is known here, but not for this receiver and service
+        school=OTHER_SCHOOL, data_service="resultaten", counterparty=sending.dashboard, purposes=("a",)
+    )
+    body = record(school=OTHER_SCHOOL)
+    status, answer, headers = await sending.send(body)
+    assert (status, answer["status"]) == (403, "0022")
+    assert body["id"] not in sending.receiving.received.progress
+    (denied,) = await outbound_records(sending, headers["Edu-Exchange-Id"])
+    assert (denied.decision, denied.step, denied.direction) == ("denied", "activation", "outbound")
+
+
+async def test_a_revoked_activation_at_the_source_stops_the_next_send(sending: Sending) -> None:
+    assert (await sending.send(record()))[0] == 201
+    (activation,) = await sending.node.activations.find(school=SCHOOL)
+    await sending.node.activations.revoke(activation.id, school=SCHOOL)
+    status, answer, _ = await sending.send(record())
+    assert (status, answer["status"]) == (403, "0022") and "revoked" in answer["statusMessage"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code"),
+    [
+        ({"additionalInfo": "BSN 111222333"}, 400, "0011"),
+        ({"student": {"id": "jan.jansen@school.nl"}}, 400, "0011"),
+        ({"student": {"id": eck_id(1), "lastName": "Jansen"}}, 400, "0011"),
+        ({"grade": 6}, 400, "0011"),  # progress refuses extra fields
+    ],
+)
+async def test_a_body_that_may_not_travel_is_refused_before_it_leaves(
+    sending: Sending, changes: dict[str, Any], status: int, code: str
+) -> None:
+    body = record(**changes)
+    answer = await sending.send(body)
+    assert (answer[0], answer[1]["status"]) == (status, code)
+    assert body["id"] not in sending.receiving.received.progress
+
+
+async def test_a_purpose_outside_the_activation_is_refused_naming_it(sending: Sending) -> None:
+    status, answer, _ = await sending.send(record(), **{"Edu-Purpose": "t"})
+    assert status == 403 and "'t' (financial management)" in answer["statusMessage"]
+
+
+@pytest.mark.parametrize(
+    ("receiver", "status"),
+    [("", 400), ("12345", 400), ("00000003999999990000", 403)],
+)
+async def test_the_receiver_must_be_named_and_in_the_register(sending: Sending, receiver: str, status: int) -> None:
+    answer = await sending.send(record(), **{"Edu-Receiver": receiver})
+    assert answer[0] == status and answer[1]["status"] == "0099"
+
+
+async def test_a_receiver_without_the_receiving_keurmerk_is_refused(sending: Sending) -> None:
+    reader = sending.receiving.parties["reader"].oin
+    status, answer, _ = await sending.send(record(), **{"Edu-Receiver": reader})
+    assert status == 403 and "keurmerk" in answer["statusMessage"]
+
+
+async def test_a_route_not_in_the_catalogue_is_404(sending: Sending) -> None:
+    async with sending.session.get(f"http://127.0.0.1:{sending.served.port}/v1/nothing") as answer:
+        assert answer.status == 404 and (await answer.json())["status"] == "0099"
