@@ -174,6 +174,7 @@ class GroupCommitLog(ABC):
         signing_key: PrivateKey,
         group_commit: bool = True,
         max_batch: int = 2000,
+        commit_timeout: float | None = 30.0,
         checkpoint_interval: float | None = None,
         retention: timedelta | None = None,
     ) -> None:
@@ -181,6 +182,7 @@ class GroupCommitLog(ABC):
         self.signing_key = signing_key
         self.group_commit = group_commit  # False: one transaction per record (the benchmark's baseline)
         self.max_batch = max_batch
+        self.commit_timeout = commit_timeout  # a store that hangs fails the batch instead of holding exchanges
         self.checkpoint_interval = checkpoint_interval
         self.retention = retention
         self._edge = TreeEdge()
@@ -202,6 +204,10 @@ class GroupCommitLog(ABC):
 
     @abstractmethod
     async def _store_size(self) -> int: ...
+
+    @abstractmethod
+    async def _store_recover(self) -> None:
+        """After a failed batch: let whatever the store still runs of it finish, and end any open transaction."""
 
     @abstractmethod
     async def _store_write(self, rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
@@ -262,7 +268,7 @@ class GroupCommitLog(ABC):
         await self._store_close()
 
     def writable(self) -> bool:
-        return self._writable and not self._closing
+        return self._writable and not self._closing and self._writer is not None and not self._writer.done()
 
     def size(self) -> int:
         """The committed tree size."""
@@ -271,7 +277,7 @@ class GroupCommitLog(ABC):
     # appending ---------------------------------------------------------------------------------------
 
     async def append(self, record: ExchangeRecord) -> int:
-        if self._writer is None or self._closing:
+        if self._writer is None or self._closing or self._writer.done():
             raise LogWriteFailed("the exchange log is not open")
         body = encode_record(record)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -300,18 +306,20 @@ class GroupCommitLog(ABC):
         try:
             async with self._store_lock:
                 if self._edge_stale:
+                    await self._store_recover()
                     self._edge = await self._load_edge()
                     self._edge_stale = False
                 base = self._edge.size
                 edge, nodes = self._edge.extended([p.leaf_hash for p in batch])
                 rows = [Row(base + i, p.leaf_hash, p.row_body, p.record) for i, p in enumerate(batch)]
-                await self._store_write(rows, nodes)
+                async with asyncio.timeout(self.commit_timeout):
+                    await self._store_write(rows, nodes)
                 self._edge = edge
         except Exception as exc:  # any store failure: nothing in this batch is durable
             self._writable = False
             self._edge_stale = True  # the store may have moved (or not): re-read it before the next batch
             logger.error("exchange log write failed", error=repr(exc), batch=len(batch))
-            failure = LogWriteFailed(f"exchange log write failed: {exc}")
+            failure = LogWriteFailed(f"exchange log write failed: {str(exc) or type(exc).__name__}")
             for p in batch:
                 if not p.done.done():
                     p.done.set_exception(failure)

@@ -94,6 +94,9 @@ class PostgresExchangeLog(GroupCommitLog):
         value = await self._p.fetchval("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree WHERE level = 0")
         return int(value)
 
+    async def _store_recover(self) -> None:
+        pass  # a failed batch's transaction died with its connection or was rolled back when the pool took it back
+
     async def _store_write(self, rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
         async with self._p.acquire() as conn, conn.transaction():
             await conn.copy_records_to_table(

@@ -114,6 +114,14 @@ class SQLiteExchangeLog(GroupCommitLog):
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
+    async def _store_recover(self) -> None:
+        # A batch abandoned at its timeout may still be running in the writer's thread (calls run in order):
+        # wait for it, then roll back whatever transaction it left open.
+        db = self._w
+        await db.execute("SELECT 1")
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
+
     async def _store_write(self, rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
         db = self._w
         await db.execute("BEGIN IMMEDIATE")

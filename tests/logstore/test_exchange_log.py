@@ -284,3 +284,24 @@ async def test_a_forged_record_does_not_verify_against_the_stored_leaf(log: Grou
     verify_inclusion(stored.leaf_hash, index, checkpoint.tree_size, proof, checkpoint.root_hash)
     with pytest.raises(ProofError):
         verify_inclusion(record_leaf_hash(encode_record(forged)), index, 1, proof, checkpoint.root_hash)
+
+
+async def test_the_log_checkpoints_periodically_and_prunes_past_retention_by_itself(
+    open_test_log: Callable[..., GroupCommitLog],
+) -> None:
+    log = open_test_log(checkpoint_interval=0.05, retention=timedelta(days=30))
+    await log.start()
+    try:
+        await log.append(record(at=datetime.now(UTC) - timedelta(days=31)))
+        kept = await log.append(record())
+        for _ in range(200):
+            latest = await log.latest_checkpoint()
+            if latest and latest.tree_size == 2 and len(await log.records(school=SCHOOL)) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert latest is not None and latest.tree_size == 2
+        assert [s.index for s in await log.records(school=SCHOOL)] == [kept]
+        sizes = [c.tree_size for c in await log.checkpoints()]
+        assert sizes == sorted(set(sizes)), "a checkpoint is made only when the tree grew"
+    finally:
+        await log.close()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
 
 from connectors.logstore.base import GroupCommitLog, LogWriteFailed
 from connectors.logstore.postgres import PostgresExchangeLog
+from connectors.logstore.sqlite import SQLiteExchangeLog
 from tests.logstore.logfaults import inject_write_failure, remove_write_failure
 from tests.logstore.samples import SCHOOL, record
 from trust import transparency
@@ -90,3 +95,45 @@ async def test_a_postgresql_backend_terminated_mid_commit_fails_the_batch_and_a_
     assert await log.append(record()) == 1
     assert log.writable()
     await assert_tree_matches_leaves(log)
+
+
+async def test_a_store_that_hangs_fails_the_batch_after_the_commit_timeout(
+    open_test_log: Callable[..., GroupCommitLog],
+) -> None:
+    log = open_test_log(commit_timeout=0.5)
+    await log.start()
+    try:
+        await log.append(record())
+        async with holding_the_write_lock(log):
+            started = time.monotonic()
+            with pytest.raises(LogWriteFailed, match="TimeoutError"):
+                await log.append(record())
+            assert time.monotonic() - started < 3
+            assert not log.writable()
+        assert await log.append(record()) == 1
+        assert log.writable()
+        await assert_tree_matches_leaves(log)
+    finally:
+        await log.close()
+
+
+@contextlib.asynccontextmanager
+async def holding_the_write_lock(log: GroupCommitLog) -> AsyncIterator[None]:
+    """Another session takes the store's write lock, as a long transaction or a stuck disk would."""
+    if isinstance(log, PostgresExchangeLog):
+        admin = await asyncpg.connect(log.dsn)
+        try:
+            async with admin.transaction():
+                await admin.execute("LOCK TABLE records IN ACCESS EXCLUSIVE MODE")
+                yield
+        finally:
+            await admin.close()
+        return
+    assert isinstance(log, SQLiteExchangeLog)
+    other = sqlite3.connect(log.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
