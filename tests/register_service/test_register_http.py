@@ -4,6 +4,7 @@ and the public register page. Over real HTTPS against the running service."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from register_fixtures import OIN_DASHBOARD, OIN_PUBLISHER, seed
+from register_fixtures import OIN_DASHBOARD, OIN_PUBLISHER, postgres_database, seed
 
 from connectors.register_source import server_sent_events
 from trust.pki import Issued
@@ -122,21 +123,28 @@ async def test_a_malformed_resume_point_gets_an_edu_v_error(
     assert "non-negative integer" in body["statusMessage"]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def test_a_change_by_another_process_reaches_feed_readers(
-        tmp_path: Any, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
-    """The CLI writes the same database from another process: the service notices and publishes it."""
-    served = await RegisterStore.open(tmp_path / "shared.sqlite")
-    other = await RegisterStore.open(tmp_path / "shared.sqlite")  # a second connection, as the CLI has
-    try:
-        service = await service_factory(served, operator_key, watch_interval=0.05)
+        backend: str, tmp_path: Any, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
+    """The CLI writes the same database over its own connection: the service notices and publishes it
+    (PostgreSQL: LISTEN/NOTIFY, so the slow fallback poll here does not matter; SQLite: a cheap serial poll)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if backend == "postgresql":
+            target: Any = await stack.enter_async_context(postgres_database())
+            watch_interval = 30.0
+        else:
+            target, watch_interval = tmp_path / "shared.sqlite", 0.05
+        served = await RegisterStore.open(target)
+        stack.push_async_callback(served.close)
+        other = await RegisterStore.open(target)  # a second connection, as the CLI has
+        stack.push_async_callback(other.close)
+        service = await service_factory(served, operator_key, watch_interval=watch_interval, heartbeat=30.0)
         async with aiohttp.ClientSession() as http, http.get(f"{service.url}/v1/register/feed",
                                                              params={"after": "1"}) as response:
+            await asyncio.sleep(0.1)  # let the service start listening
             serial = await other.add_participant(OIN_PUBLISHER, "Uitgeverij Noord", actor="cli")
-            (event, _, event_id), = await asyncio.wait_for(_events(response, 1), 5)
+            (event, _, event_id), = await asyncio.wait_for(_events(response, 1), 2)
         assert (event, event_id) == ("snapshot", str(serial))
-    finally:
-        await other.close()
-        await served.close()
 
 
 async def test_the_public_register_lists_who_holds_which_keurmerk_since_when_and_is_searchable(
