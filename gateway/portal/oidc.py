@@ -11,10 +11,12 @@ that is not its own.
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus
 
 import aiohttp
 from authlib.common.security import generate_token
@@ -67,6 +69,11 @@ class OidcProvider:
             return self.config.client_secret
         assert self.config.client_secret_file is not None
         return self.config.client_secret_file.read_text().strip()
+
+    def _basic_auth(self) -> str:
+        """client_secret_basic: id and secret form-urlencoded before base64 (RFC 6749 §2.3.1)."""
+        pair = f"{quote_plus(self.config.client_id)}:{quote_plus(self._secret)}"
+        return "Basic " + base64.b64encode(pair.encode()).decode()
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         try:
@@ -133,7 +140,7 @@ class OidcProvider:
             async with aiohttp.ClientSession() as http, http.post(
                 meta["token_endpoint"],
                 data=form,
-                auth=aiohttp.BasicAuth(self.config.client_id, self._secret),
+                headers={"Authorization": self._basic_auth()},
                 timeout=aiohttp.ClientTimeout(total=10),
             ) as r:
                 token = await r.json(content_type=None)

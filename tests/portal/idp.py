@@ -27,6 +27,7 @@ class IdentityProvider:
     claims: dict[str, Any] = field(default_factory=dict)
     tamper: dict[str, Any] = field(default_factory=dict)  # claims overridden in the next ID token
     key: ECKey = field(default_factory=lambda: ECKey.generate_key("P-256", parameters={"kid": "idp-1"}))
+    published: ECKey | None = None  # the key the JWKS shows, when a test makes it differ from the signing key
     issuer: str = ""
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     runner: web.AppRunner | None = None
@@ -60,7 +61,7 @@ class IdentityProvider:
         })
 
     async def jwks(self, request: web.Request) -> web.Response:
-        return web.json_response(KeySet([self.key]).as_dict(private=False))
+        return web.json_response(KeySet([self.published or self.key]).as_dict(private=False))
 
     async def authorize(self, request: web.Request) -> web.Response:
         q = request.query
