@@ -263,6 +263,13 @@ class GroupCommitLog(ABC):
                 await self._housekeeper
         self._queue.put_nowait(None)
         await self._writer
+        if self.checkpoint_interval:  # sign the tree as it is at shutdown, so no tail is left unsigned
+            try:
+                latest = await self.latest_checkpoint()
+                if self._edge.size and (latest is None or latest.tree_size < self._edge.size):
+                    await self.checkpoint()
+            except Exception as exc:
+                logger.error("exchange log checkpoint at close failed", error=repr(exc))
         self._writer = self._housekeeper = None
         self._writable = False
         await self._store_close()

@@ -305,3 +305,20 @@ async def test_the_log_checkpoints_periodically_and_prunes_past_retention_by_its
         assert sizes == sorted(set(sizes)), "a checkpoint is made only when the tree grew"
     finally:
         await log.close()
+
+
+async def test_closing_signs_the_tree_once_more_when_periodic_checkpoints_are_on(
+    open_test_log: Callable[..., GroupCommitLog],
+) -> None:
+    log = open_test_log(checkpoint_interval=3600)
+    await log.start()
+    for _ in range(3):
+        await log.append(record())
+    await log.close()
+    reopened = open_test_log()
+    await reopened.start()
+    try:
+        latest = await reopened.latest_checkpoint()
+        assert latest is not None and latest.tree_size == 3
+    finally:
+        await reopened.close()
