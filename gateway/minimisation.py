@@ -16,8 +16,9 @@ Nothing here repeats a value: refusals and counts name paths only, as templates 
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,12 +68,9 @@ def parse_path(path: str) -> tuple[Step, ...]:
 
 
 def template(steps: Iterable[Step]) -> str:
-    """The path of a member, for matching and messages. A member name that is itself a direct identifier (a BSN as
-    a key) is shown as `(identifier)`, so that no message or log line ever carries it."""
+    """The path of parsed steps, as written in the catalogue: `records[].student.id`."""
     out = ""
     for kind, name in steps:
-        if kind == "key" and identifier_in(name) is not None:
-            name = "(identifier)"
         out += "[]" if kind == "item" else (f".{name}" if out else str(name))
     return out
 
@@ -154,7 +152,7 @@ class Allowlist:
         """`payload` cut to the allowlist. Raises FieldNotAllowed (extra member, when `refuse_extra`) or
         DirectIdentifier (a PGN, an e-mail address, a name member that may not travel)."""
         walk = _Walk(refuse_extra, frozenset(email_paths), self._named)
-        result = walk.filter(payload, self._root, ())
+        result = walk.filter(payload, self._root, "")
         return Minimised(None if result is _REMOVED else result, walk.removed, tuple(walk.removed_paths))
 
 
@@ -163,6 +161,8 @@ _WHAT = {"pgn": "a BSN/PGN (a 9-digit number passing the eleven-test)", "email":
 
 
 class _Walk:
+    """One pass over a payload. Paths are carried as template strings (`records[].student.id`), built as it goes."""
+
     def __init__(self, refuse_extra: bool, email_paths: frozenset[str], named: set[str]) -> None:
         self.refuse_extra = refuse_extra
         self.email_paths = email_paths
@@ -170,8 +170,8 @@ class _Walk:
         self.removed = 0
         self.removed_paths: list[str] = []
 
-    def cut(self, steps: tuple[Step, ...]) -> object:
-        path = template(steps) or "(root)"
+    def cut(self, path: str) -> object:
+        path = path or "(root)"
         if self.refuse_extra:
             raise FieldNotAllowed(f"field {path!r} is not allowed for this data service", path)
         self.removed += 1
@@ -179,20 +179,21 @@ class _Walk:
             self.removed_paths.append(path)
         return _REMOVED
 
-    def filter(self, value: Any, node: _Node, steps: tuple[Step, ...]) -> Any:
+    def filter(self, value: Any, node: _Node, path: str) -> Any:
         if node.kind == "leaf":
-            self.inspect(value, steps)
+            self.inspect(value, path)
             return value
         if value is None:
             return None
         if node.kind == "object":
             if not isinstance(value, dict):
-                return self.cut(steps)
+                return self.cut(path)
             kept: dict[str, Any] = {}
+            members = node.members
             for key, member in value.items():
-                here: tuple[Step, ...] = (*steps, ("key", key))
-                self.check_key(key, here)
-                child = node.members.get(key)
+                here = f"{path}.{key}" if path else key
+                self.check_key(key, here, path)
+                child = members.get(key)
                 if child is None:
                     self.cut(here)
                     continue
@@ -201,45 +202,49 @@ class _Walk:
                     kept[key] = result
             return kept
         if not isinstance(value, list):
-            return self.cut(steps)
+            return self.cut(path)
         assert node.item is not None
-        items = [self.filter(item, node.item, (*steps, ("item", None))) for item in value]
+        item_node, here = node.item, path + "[]"
+        items = [self.filter(item, item_node, here) for item in value]
         return [item for item in items if item is not _REMOVED]
 
-    def check_key(self, key: str, steps: tuple[Step, ...]) -> None:
+    def check_key(self, key: str, path: str, parent: str) -> None:
         """A member name that is a name field outside the allowlist, or is itself a PGN or e-mail address."""
-        path = template(steps)
-        if is_name_key(key) and path not in self.named:
-            raise DirectIdentifier(f"field {path!r} holds a name, which may not travel where the ECK iD serves",
-                                   path, "name")
-        found = identifier_in(key)
-        if found is not None:
-            raise DirectIdentifier(f"a member name at {path!r} is {_WHAT[found]}, which may not travel", path, found)
+        kind = _key_kind(key)
+        if kind is None:
+            return
+        if kind == "name":
+            if path not in self.named:
+                raise DirectIdentifier(
+                    f"field {path!r} holds a name, which may not travel where the ECK iD serves", path, "name"
+                )
+            return
+        masked = f"{parent}.(identifier)" if parent else "(identifier)"  # the name itself is the identifier
+        raise DirectIdentifier(f"a member name at {masked!r} is {_WHAT[kind]}, which may not travel", masked, kind)
 
-    def inspect(self, value: Any, steps: tuple[Step, ...]) -> None:
+    def inspect(self, value: Any, path: str) -> None:
         """An allowed value, searched (with everything under it) for direct identifiers."""
-        for here, key, scalar in _scalars(value, steps):
-            if key is not None:
-                self.check_key(key, here)
-                continue
-            found = identifier_in(scalar, email_allowed=template(here) in self.email_paths)
+        if isinstance(value, dict):
+            for key, member in value.items():
+                here = f"{path}.{key}" if path else key
+                self.check_key(key, here, path)
+                self.inspect(member, here)
+        elif isinstance(value, list):
+            here = path + "[]"
+            for item in value:
+                self.inspect(item, here)
+        elif isinstance(value, str | int) and not isinstance(value, bool):
+            found = identifier_in(value, email_allowed=path in self.email_paths)
             if found is not None:
-                path = template(here)
                 raise DirectIdentifier(f"field {path!r} holds {_WHAT[found]}, which may not travel", path, found)
 
 
-def _scalars(value: Any, steps: tuple[Step, ...]) -> Iterator[tuple[tuple[Step, ...], str | None, Any]]:
-    """Every member name (as key) and scalar under `value`, with its path."""
-    if isinstance(value, dict):
-        for key, member in value.items():
-            here: tuple[Step, ...] = (*steps, ("key", key))
-            yield here, key, None
-            yield from _scalars(member, here)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _scalars(item, (*steps, ("item", None)))
-    else:
-        yield steps, None, value
+@functools.lru_cache(maxsize=4096)
+def _key_kind(key: str) -> IdentifierKind | None:
+    """What a member name is, if it is anything that may not travel (member names repeat: cached)."""
+    if is_name_key(key):
+        return "name"
+    return identifier_in(key)
 
 
 def values_at(payload: Any, path: str) -> list[Any]:
@@ -303,4 +308,4 @@ def value_paths(payload: Any) -> tuple[set[str], set[str]]:
 def scan_identifiers(payload: Any, *, email_paths: Iterable[str] = ()) -> None:
     """Raise DirectIdentifier if anything in `payload` is a direct identifier (for services with no allowlist:
     every member may travel, but not a PGN, an e-mail address outside `email_paths`, or a name member)."""
-    _Walk(refuse_extra=False, email_paths=frozenset(email_paths), named=set()).inspect(payload, ())
+    _Walk(refuse_extra=False, email_paths=frozenset(email_paths), named=set()).inspect(payload, "")

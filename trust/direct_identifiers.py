@@ -71,11 +71,13 @@ def is_pgn(value: str) -> bool:
 
 def contains_pgn(text: str) -> bool:
     """Whether `text` holds, standing alone, a 9-digit number that passes an eleven-test."""
-    return any(is_pgn(re.sub(r"[ .]", "", m.group(0))) for m in _NINE_DIGITS.finditer(text))
+    if _NINE_DIGITS.search(text) is None:  # the common case: one C-speed scan
+        return False
+    return any(is_pgn(m.group(0).replace(" ", "").replace(".", "")) for m in _NINE_DIGITS.finditer(text))
 
 
 def contains_email(text: str) -> bool:
-    return _EMAIL.search(text) is not None
+    return "@" in text and _EMAIL.search(text) is not None
 
 
 def is_name_key(key: str) -> bool:
@@ -88,7 +90,7 @@ def identifier_in(value: object, *, email_allowed: bool = False) -> IdentifierKi
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
-        value = str(value) if value >= 0 else str(-value)
+        return "pgn" if 100_000_000 <= abs(value) <= 999_999_999 and is_pgn(str(abs(value))) else None
     if not isinstance(value, str):
         return None
     if contains_pgn(value):
