@@ -347,3 +347,24 @@ async def test_pseudonymised_services_give_each_caller_its_own_consistent_pseudo
     assert EckId.parse(first) and EckId.parse(other)  # still well-formed: schemas downstream accept them
     assert node.pseudonyms is not None
     assert node.pseudonyms.reveal(EckId.parse(first), DASHBOARD).value == ECK_ID
+
+
+async def test_a_callers_pseudonym_in_a_pull_request_is_translated_back_before_it_reaches_the_source(
+    node: CheckNode, catalogue: Any, exchange: ExchangeFactory
+) -> None:
+    from gateway.catalogue import ReferenceSpec
+
+    service = catalogue.services["gebruiksoverzicht"].model_copy(
+        update={"pseudonymise": True, "student": ReferenceSpec(request=("body:student.id",))}
+    )
+    assert node.pseudonyms is not None
+    pseudonym = node.pseudonyms.pseudonymise(EckId.parse(ECK_ID), DASHBOARD).value
+    x = exchange("gebruiksoverzicht", body={"student": {"id": pseudonym}}, caller=DASHBOARD)
+    x.service = service
+    await attributes(node, x)
+    assert json.loads(x.body or b"") == {"student": {"id": ECK_ID}}
+    assert x.students == [ECK_ID]
+    other = exchange("gebruiksoverzicht", body={"student": {"id": pseudonym}}, caller=STRANGER)
+    other.service = service
+    await attributes(node, other)  # another caller's use of it names some other student, never this one
+    assert json.loads(other.body or b"")["student"]["id"] != ECK_ID

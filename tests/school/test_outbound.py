@@ -7,6 +7,7 @@ import json
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class Sending:
             return answer.status, json.loads(raw) if raw else {}, dict(answer.headers)
 
 
-def publisher_config(fed: Federation, directory: Path) -> Path:
+def publisher_config(fed: Federation, directory: Path, catalogue: Path | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     publisher = fed.parties["publisher"]
     cert, key = publisher.identity.write(directory, "publisher")
@@ -51,7 +52,7 @@ def publisher_config(fed: Federation, directory: Path) -> Path:
     root = Path(__file__).resolve().parents[2]
     path.write_text(
         textwrap.dedent(f"""\
-        catalogue = "{root / "config" / "catalogue.toml"}"
+        catalogue = "{catalogue or root / "config" / "catalogue.toml"}"
         purposes = "{root / "config" / "purposes.toml"}"
 
         [node]
@@ -79,12 +80,18 @@ def publisher_config(fed: Federation, directory: Path) -> Path:
 
 @pytest.fixture
 async def sending(tmp_path: Path) -> AsyncIterator[Sending]:
+    async with sending_through(tmp_path) as ready:
+        yield ready
+
+
+@asynccontextmanager
+async def sending_through(tmp_path: Path, catalogue: Path | None = None) -> AsyncIterator[Sending]:
     fed = Federation(tmp_path / "dashboard")
     await fed.start()
     await fed.activate_demo_schools()  # the receiver's own activations (it checks them inbound)
     endpoints = Endpoints(token=f"{fed.base_url}/oauth2/token", api=fed.base_url)
     await fed.apply(fed.participants_with("dashboard", endpoints=endpoints))
-    node = await start_node(load_config(publisher_config(fed, tmp_path / "publisher")))
+    node = await start_node(load_config(publisher_config(fed, tmp_path / "publisher", catalogue)))
     served = await serve_outbound(node, port=0)
     await node.activations.grant(  # the source side's record of the school's decision
         school=SCHOOL,
@@ -198,3 +205,23 @@ async def test_a_receiver_without_the_receiving_keurmerk_is_refused(sending: Sen
 async def test_a_route_not_in_the_catalogue_is_404(sending: Sending) -> None:
     async with sending.session.get(f"http://127.0.0.1:{sending.served.port}/v1/nothing") as answer:
         assert answer.status == 404 and (await answer.json())["status"] == "0099"
+
+
+async def test_a_pseudonymising_service_sends_each_receiver_a_stable_pseudonym_and_logs_the_real_student(
+    tmp_path: Path,
+) -> None:
+    text = (Path(__file__).resolve().parents[2] / "config" / "catalogue.toml").read_text()
+    flagged = text.replace('extra_fields = "refuse"\n', 'extra_fields = "refuse"\npseudonymise = true\n', 1)
+    assert flagged != text
+    (tmp_path / "catalogue.toml").write_text(flagged)
+    async with sending_through(tmp_path, tmp_path / "catalogue.toml") as sending:
+        first, again = record(7), record(7)
+        for body in (first, again):
+            assert (await sending.send(body))[0] == 201
+        received = sending.receiving.received.progress
+        pseudonym = received[first["id"]]["student"]["id"]
+        assert pseudonym != eck_id(7) and received[again["id"]]["student"]["id"] == pseudonym
+        assert pseudonym.startswith("https://ketenid.nl/201703/") and len(pseudonym) == 26 + 128
+        assert (tmp_path / "publisher" / "state" / "pseudonym.key").exists()
+        (logged, *_) = await sending.node.log.records(party_oin=sending.node.oin, decision="allowed", limit=1)
+        assert logged.record.student_hashes == (sending.node.students.hash(SCHOOL, eck_id(7)),)
