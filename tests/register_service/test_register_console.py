@@ -184,8 +184,10 @@ async def test_every_cli_operation_is_in_the_console_too(console: Console, sqlit
 
     export = await console.http.get(f"{console.url}/console/export")
     exported = await export.json(content_type=None)
+    data_page = await console.page("/console/data")
+    assert "BEGIN PUBLIC KEY" in data_page  # the key nodes pin
     form = aiohttp.FormData()
-    form.add_field("csrf", csrf_of(await console.page("/console/data")))
+    form.add_field("csrf", csrf_of(data_page))
     form.add_field("file", __import__("json").dumps(exported).encode(), filename="register.json",
                    content_type="application/json")
     response = await console.http.post(f"{console.url}/console/actions/import", data=form, allow_redirects=False)

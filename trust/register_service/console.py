@@ -20,7 +20,8 @@ from multidict import MultiDictProxy
 
 from trust.register import KeurmerkStatus, ParticipantStatus, Role
 from trust.register_service.accounts import Operator, OperatorAccounts, OperatorRole, Session
-from trust.register_service.api import STORE
+from trust.register_service.api import PUBLISHER, STORE
+from trust.register_service.keys import public_pem
 from trust.register_service.pages import render
 from trust.register_service.store import HistoryEntry, RegisterChangeRefused, RegisterStore
 
@@ -152,7 +153,8 @@ async def data_page(request: web.Request) -> web.Response:
     session = await require_session(request)
     document = await request.app[STORE].register()
     return render(request, "console_data.html", session=session, saved=_saved(request), serial=document.serial,
-                  catalogue_version=document.catalogue_version)
+                  catalogue_version=document.catalogue_version,
+                  operator_key=public_pem(request.app[PUBLISHER].key).decode())
 
 
 async def operators_page(request: web.Request) -> web.Response:
