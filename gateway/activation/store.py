@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import ValidationError
@@ -24,6 +25,8 @@ from pydantic import ValidationError
 from gateway.activation.backend import Backend, from_text, to_text
 from gateway.activation.freshness import Freshness
 from gateway.activation.model import Activation, ActivationStatus, ProcessingAgreement
+
+log = structlog.get_logger("edugate.activation")
 
 CACHE_MAX_AGE = 30.0  # seconds; a safety net should a version bump ever be lost (a Redis outage mid-change)
 _COLUMNS = (
@@ -93,6 +96,16 @@ class ActivationStore:
 
     async def close(self) -> None:
         await self.backend.close()
+
+    async def _bump(self) -> None:
+        """After a committed change. A failure does not undo the change (it is in the store); other nodes then
+        read the store directly while they cannot reach Redis either, and drop cached entries within
+        CACHE_MAX_AGE otherwise."""
+        self._cache.clear()
+        try:
+            await self.freshness.bump()
+        except Exception as exc:
+            log.error("activation changed, but the cache version could not be bumped", error=str(exc))
 
     # -- the request path ---------------------------------------------------------------------------------------
 
@@ -181,7 +194,7 @@ class ActivationStore:
             to_text(activation.requested_at), to_text(activation.updated_at), to_text(activation.revoked_at),
             activation.revoked_reason,
         )
-        await self.freshness.bump()
+        await self._bump()
         return activation
 
     async def request(
@@ -245,7 +258,7 @@ class ActivationStore:
         )
         if changed != 1:
             raise ActivationError(f"activation {activation.id!r} changed meanwhile; read it again")
-        await self.freshness.bump()
+        await self._bump()
         return activation
 
     async def confirm(
