@@ -344,36 +344,53 @@ class RegisterSource:
                     await pubsub.aclose()
 
     async def _lead(self) -> None:
-        """Hold the feed while holding the lock; try to take the lock over while another node holds it."""
+        """Hold the feed while holding the lock; try to take the lock over while another node holds it.
+
+        If Redis cannot be reached, nobody can prove they hold the feed: this node then follows the feed
+        itself (a second subscription costs little; a revocation that arrives late costs much)."""
         assert self.redis is not None
         ttl_ms = int(self.lock_ttl * 1000)
         while True:
             try:
                 if self.state.leader:
-                    renewed = await self.redis.eval(_RENEW, 1, self._leader_key,
-                                                    self._lock_token, str(ttl_ms))
+                    renewed = await self.redis.eval(_RENEW, 1, self._leader_key, self._lock_token, str(ttl_ms))
                     if not renewed:
+                        self.state.leader = False
                         self._log.warning("register feed leadership lost")
-                        await self._stop_feed()
-                else:
+                if not self.state.leader:
                     acquired = await self.redis.set(self._leader_key, self._lock_token, nx=True, px=ttl_ms)
                     if acquired:
                         self.state.leader = True
                         self._log.info("register feed leadership taken")
-                        self._feed_task = asyncio.create_task(self._follow_feed())
+                follow = self.state.leader
             except asyncio.CancelledError:
-                if self.state.leader:
-                    with contextlib.suppress(Exception):  # hand over at once rather than after the TTL
-                        await self.redis.eval(_RELEASE, 1, self._leader_key, self._lock_token)
-                await self._stop_feed()
+                await self._release()
                 raise
-            except Exception as exc:  # Redis unreachable: we cannot prove we lead, so we stop leading
-                self._log.warning("register leadership check failed", error=str(exc))
-                await self._stop_feed()
-            await asyncio.sleep(self.lock_ttl / 3)
+            except Exception as exc:
+                if self.state.leader or self._feed_task is None:
+                    self._log.warning("register leadership unknown (Redis unreachable): following the feed directly",
+                                      error=str(exc))
+                self.state.leader = False
+                follow = True
+            try:
+                if follow and self._feed_task is None:
+                    self._feed_task = asyncio.create_task(self._follow_feed())
+                elif not follow and self._feed_task is not None:
+                    await self._stop_feed()
+                await asyncio.sleep(self.lock_ttl / 3)
+            except asyncio.CancelledError:
+                await self._release()
+                raise
+
+    async def _release(self) -> None:
+        """Let go of the feed and, if held, the lock (another node takes over at once, not after the TTL)."""
+        if self.state.leader and self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.eval(_RELEASE, 1, self._leader_key, self._lock_token)
+        self.state.leader = False
+        await self._stop_feed()
 
     async def _stop_feed(self) -> None:
-        self.state.leader = False
         if self._feed_task is not None:
             self._feed_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -161,3 +161,23 @@ async def test_revocation_reaches_every_node_within_a_second(
     print(f"\nrevocation latency ({store.db.dialect}, 3 nodes, 2 via Redis): median "
           f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms over 10 changes")
     assert max(latencies) <= 1.0
+
+
+async def test_without_redis_a_node_follows_the_feed_itself_so_revocations_still_arrive_at_once(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any],
+        redis_prefix: str, nodes: list[RegisterSource]) -> None:
+    await seed(sqlite_store)
+    service = await service_factory(sqlite_store, operator_key)
+    unreachable = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)  # nothing listens there
+    holder = RegisterHolder(max_staleness=30)
+    node = RegisterSource(holder, source=service.url, operator_key=operator_key.public_key(), poll_interval=60,
+                          redis=unreachable, redis_prefix=redis_prefix, lock_ttl=0.6)
+    nodes.append(node)
+    await node.start()
+    await wait_until(lambda: node.state.feed_connected, within=3.0)
+    assert not node.state.leader
+
+    changed = await sqlite_store.set_participant_status(OIN_PUBLISHER, ParticipantStatus.SUSPENDED, reason="x",
+                                                       actor="alice")
+    await wait_until(lambda: holder.serial == changed, within=1.0)
+    await unreachable.aclose()
