@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import redis.asyncio as redis_asyncio
 import structlog
-from connectors.register_source import RegisterSource
 
 from connectors.logstore import open_log
 from connectors.logstore.base import ExchangeLog
 from connectors.logstore.students import StudentHasher
+from connectors.register_source import RegisterSource
 from connectors.replay import InProcessReplayCache, RedisReplayCache, ReplayCache
 from gateway.activation import ActivationStore, open_activations
 from gateway.catalogue import Catalogue, Direction, load_catalogue
