@@ -7,6 +7,15 @@ Who reads what (as in FSC, a party reads only what it took part in):
   counterparty, and inclusion proofs for those;
 - a school, logged in to the portal, reads its own school's records and their inclusion proofs.
 
+Routes:
+- `GET /log/v1/public-key`: the PEM key checkpoints are signed with (what `edugate log verify` needs);
+- `GET /log/v1/checkpoint`, `GET /log/v1/checkpoints?since=&until=`: signed checkpoints (`jws` is the proof);
+- `GET /log/v1/proof/consistency?first=&second=`: RFC 9162 §2.1.4 between two tree sizes;
+- `GET /log/v1/proof/inclusion?index=[&size=][&exchange_id=]`: RFC 9162 §2.1.3 for a record the caller may
+  read, against the checkpoint of `size` (default: the latest, made fresh if it does not cover the record);
+- `GET /log/v1/records?since=&until=&counterparty=&data_service=&purpose=&decision=&exchange_id=&limit=&offset=`
+  (dates `YYYY-MM-DD` or RFC 3339 with a zone; `until` as a date includes that day; newest first).
+
 Hashes and proofs are lowercase hex, as in the log's exports (`connectors.logstore.export`). Errors use the
 Edu-V body `{"status": "NNNN", "statusMessage": "..."}`; bad parameters are `400` with status `0011`.
 """
@@ -215,10 +224,15 @@ def checkpoint_json(checkpoint: SignedCheckpoint) -> dict[str, Any]:
     }
 
 
-async def record_at(node: Node, reader: Reader, index: int) -> StoredRecord:
+async def record_at(node: Node, reader: Reader, index: int, exchange_id: str | None = None) -> StoredRecord:
     """The record at `index` if the reader may read it; otherwise NotFound, the same as for no record at all
-    (so a reader learns nothing about other parties' records)."""
-    if 0 <= index < node.log.size():
+    (so a reader learns nothing about other parties' records). With the record's `exchange_id` it is one
+    look-up; without, the reader's own records are read in index order up to `index`."""
+    if exchange_id is not None:
+        for stored in await node.log.records(**reader.scope(), exchange_id=exchange_id, limit=10):
+            if stored.index == index and reader.may_read(stored):
+                return stored
+    elif 0 <= index < node.log.size():
         page, offset = 500, 0
         while True:  # the reader's records come in index order; stop once past `index`
             found = await node.log.records(**reader.scope(), oldest_first=True, limit=page, offset=offset)
@@ -299,7 +313,8 @@ def add_log_routes(app: web.Application, node: Node) -> None:
         index = parse_count("index", request.query.get("index"))
         size_text = request.query.get("size")
         size = parse_count("size", size_text, minimum=1) if size_text else None
-        stored = await record_at(node, reader, index)
+        exchange_id = RecordQuery.parse({"exchange_id": request.query.get("exchange_id", "")}).exchange_id
+        stored = await record_at(node, reader, index, exchange_id)
         return web.json_response(await inclusion_json(node, stored, size))
 
     async def consistency(request: web.Request) -> web.Response:

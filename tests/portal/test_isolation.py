@@ -57,7 +57,7 @@ async def test_exports_hold_only_the_own_schools_records(fed: Federation, school
     assert {r["school"] for r in rows} == {SCHOOL}
     assert {r["exchange_id"] for r in rows} == await _exchange_ids(fed, SCHOOL)
     export = (await school_a.get("/portal/export.json")).json()
-    assert export["school"] == SCHOOL
+    assert export["scope"]["school"] == SCHOOL
     assert {e["record"]["school"] for e in export["records"]} == {SCHOOL}
     assert {e["index"] for e in export["records"]} == await _indices(fed, SCHOOL)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.samples.federation import SCHOOL, Federation, expired_identity
+from connectors.samples.federation import OTHER_SCHOOL, SCHOOL, Federation, expired_identity
 from tests.portal.client import PortalClient
 from trust.checkpoint import load_public_key, verify_checkpoint
 from trust.transparency import ProofError, verify_consistency, verify_inclusion
@@ -143,3 +143,17 @@ async def test_bad_parameters_are_answered_400_with_status_0011_naming_the_param
 async def test_an_inclusion_proof_for_an_index_past_the_log_is_not_found(fed: Federation, school_a: PortalClient):
     answer = await school_a.get("/log/v1/proof/inclusion", index=str(fed.node.log.size() + 10))
     assert answer.status == 404 and answer.json()["status"] == "0099"
+
+
+async def test_an_inclusion_proof_by_index_and_exchange_id_is_one_look_up_and_still_scoped(fed: Federation,
+                                                                                         school_a: PortalClient):
+    (own, *_) = await fed.node.log.records(school=SCHOOL, limit=1)
+    answer = await school_a.get("/log/v1/proof/inclusion", index=str(own.index), exchange_id=own.record.exchange_id)
+    assert answer.status == 200 and answer.json()["leaf_hash"] == own.leaf_hash.hex()
+    (theirs, *_) = await fed.node.log.records(school=OTHER_SCHOOL, limit=1)
+    refused = await school_a.get("/log/v1/proof/inclusion", index=str(theirs.index),
+                                 exchange_id=theirs.record.exchange_id)
+    assert refused.status == 404
+    mismatched = await school_a.get("/log/v1/proof/inclusion", index=str(theirs.index),
+                                    exchange_id=own.record.exchange_id)
+    assert mismatched.status == 404

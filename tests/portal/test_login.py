@@ -251,3 +251,24 @@ def test_every_message_key_a_template_uses_exists():
     for template in (HERE / "templates").glob("*.html"):
         used |= set(re.findall(r"""\bt\(["']([a-z_]+)["']\)""", template.read_text()))
     assert used and used <= MESSAGES.keys(), used - MESSAGES.keys()
+
+
+@pytest.mark.redis
+async def test_a_node_with_redis_keeps_portal_sessions_in_redis(tmp_path: Path):
+    from tests.portal.conftest import PASSWORD as PW
+
+    fed = Federation(tmp_path / "fed", redis_url="redis://127.0.0.1:6379/0")  # a key prefix of its own
+    await fed.start()
+    client = PortalClient(fed)
+    try:
+        portal = PortalClient.portal_of(fed)
+        assert isinstance(portal.sessions.store, RedisStore)
+        await portal.accounts.add(school=SCHOOL, email=USER, password=PW)
+        assert f'id="school">{SCHOOL}<' in (await client.login(USER, PW)).text
+        keys = [k async for k in fed.node.redis.scan_iter(f"{fed.redis_prefix}:portal:session:*")]
+        assert len(keys) == 1
+    finally:
+        await client.close()
+        async for key in fed.node.redis.scan_iter(f"{fed.redis_prefix}:*"):
+            await fed.node.redis.delete(key)
+        await fed.close()
