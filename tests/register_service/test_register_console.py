@@ -72,6 +72,18 @@ async def test_the_console_asks_for_a_login_and_refuses_a_wrong_password(console
     assert response.status == 401
 
 
+async def test_repeated_wrong_passwords_lock_the_account_for_a_while(console: Console, clock: Clock) -> None:
+    clock.freeze()
+    for _ in range(5):
+        assert (await console.login("admin", "guess")).status == 401
+    locked = await console.login("admin", ADMIN_PASSWORD)
+    assert locked.status == 429 and "Too many failed logins" in await locked.text()
+    assert (await console.login("reader", READER_PASSWORD)).status == 200  # only that account
+
+    clock.advance(timedelta(minutes=16))
+    assert (await console.login("admin", ADMIN_PASSWORD)).status == 200
+
+
 async def test_a_login_sets_an_httponly_strict_session_cookie(console: Console) -> None:
     async with console.http.get(f"{console.url}/console/login") as page:
         token = csrf_of(await page.text())

@@ -57,9 +57,25 @@ def _hash_id(session_id: str) -> str:
 
 
 class OperatorAccounts:
-    def __init__(self, store: RegisterStore, *, session_lifetime: timedelta = timedelta(hours=8)) -> None:
+    """Accounts, password checks and sessions. After `max_failures` wrong passwords for one username within
+    `lockout`, that username cannot log in (not even with the right password) until the window has passed."""
+
+    def __init__(self, store: RegisterStore, *, session_lifetime: timedelta = timedelta(hours=8),
+                 max_failures: int = 5, lockout: timedelta = timedelta(minutes=15)) -> None:
         self.store = store
         self.session_lifetime = session_lifetime
+        self.max_failures = max_failures
+        self.lockout = lockout
+        self._failures: dict[str, list[datetime]] = {}
+
+    def locked(self, username: str) -> bool:
+        since = self.store.clock() - self.lockout
+        recent = [at for at in self._failures.get(username, []) if at > since]
+        if recent:
+            self._failures[username] = recent
+        else:
+            self._failures.pop(username, None)
+        return len(recent) >= self.max_failures
 
     async def create(self, username: str, password: str, role: OperatorRole, *, actor: str) -> Operator:
         if not username or not username.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -87,8 +103,12 @@ class OperatorAccounts:
         try:
             await asyncio.to_thread(_hasher.verify, row["password_hash"] if row else _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
+            self._failures.setdefault(username, []).append(self.store.clock())
             return None
-        return Operator(username, OperatorRole(row["role"])) if row else None
+        if row is None:
+            return None
+        self._failures.pop(username, None)
+        return Operator(username, OperatorRole(row["role"]))
 
     async def start_session(self, operator: Operator) -> tuple[str, Session]:
         session_id = secrets.token_urlsafe(32)

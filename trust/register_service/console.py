@@ -80,10 +80,14 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     if not _same(_text(form, "csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
         return _csrf_refused(request, None)
-    username = _text(form, "username") or ""
+    username = (_text(form, "username") or "")[:64]
+    if request.app[ACCOUNTS].locked(username):
+        log.warning("console login refused: too many failures", username=username, peer=request.remote)
+        return await login_form(request, error="Too many failed logins for this account; try again later.",
+                                status=429)
     operator = await request.app[ACCOUNTS].authenticate(username, _text(form, "password") or "")
     if operator is None:
-        log.warning("console login failed", username=username[:64], peer=request.remote)
+        log.warning("console login failed", username=username, peer=request.remote)
         return await login_form(request, error="Unknown username or wrong password.", status=401)
     session_id, _ = await request.app[ACCOUNTS].start_session(operator)
     log.info("console login", operator=operator.username, role=operator.role.value, peer=request.remote)
