@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import random
 import secrets
 import statistics
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -154,6 +156,7 @@ def p99(values: list[float]) -> float:
 
 
 async def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # keep the table clean
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--appenders", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0)
