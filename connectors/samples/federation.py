@@ -130,6 +130,7 @@ class Federation:
     redis_prefix: str = ""
 
     def __post_init__(self) -> None:
+        self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.origin is not None:  # one deployment: same PKI, participants, operator, register file
             o = self.origin
