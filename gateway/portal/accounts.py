@@ -65,6 +65,9 @@ class SchoolAccounts:
         self.max_failed = max_failed
         self.lockout = lockout
         self._lock = asyncio.Lock()  # failure counting is read-modify-write
+        # Failures for addresses without an account count and lock the same way, so a lockout does not
+        # tell which addresses exist. In memory and bounded: it hides, it does not protect anything.
+        self._unknown: dict[str, tuple[int, datetime | None]] = {}
 
     async def _connect(self) -> aiosqlite.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +152,8 @@ class SchoolAccounts:
                 ).fetchone()
                 now = _now()
                 locked_until = datetime.fromisoformat(row["locked_until"]) if row and row["locked_until"] else None
+                if row is None:
+                    locked_until = self._unknown.get(email, (0, None))[1]
                 if locked_until is not None and locked_until > now:
                     raise AccountLocked(locked_until)
                 try:
@@ -157,6 +162,7 @@ class SchoolAccounts:
                 except (VerificationError, InvalidHashError):
                     good = False
                 if row is None:
+                    self._fail_unknown(email, now)
                     return None
                 if not good:
                     failed = (0 if locked_until is not None else row["failed"]) + 1  # a lapsed lock starts anew
@@ -173,3 +179,13 @@ class SchoolAccounts:
                 return Account(email, row["school"])
             finally:
                 await db.close()
+
+    def _fail_unknown(self, email: str, now: datetime) -> None:
+        failed, until = self._unknown.get(email, (0, None))
+        failed = (0 if until is not None else failed) + 1
+        until = now + self.lockout if failed >= self.max_failed else None
+        if len(self._unknown) >= 10_000:
+            self._unknown.clear()
+        self._unknown[email] = (failed, until)
+        if until is not None:
+            raise AccountLocked(until)

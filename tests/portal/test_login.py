@@ -272,3 +272,15 @@ async def test_a_node_with_redis_keeps_portal_sessions_in_redis(tmp_path: Path):
         async for key in fed.node.redis.scan_iter(f"{fed.redis_prefix}:*"):
             await fed.node.redis.delete(key)
         await fed.close()
+
+
+async def test_unknown_addresses_lock_like_real_ones_so_a_lockout_reveals_no_account(tmp_path: Path):
+    accounts = SchoolAccounts(tmp_path / "a.sqlite", max_failed=2)
+    await accounts.add(school=SCHOOL, email=USER, password=PASSWORD)
+    outcomes = {}
+    for email in (USER, "nobody@nowhere.nl"):
+        first = await accounts.authenticate(email, "wrong-password-x")
+        with pytest.raises(AccountLocked) as locked:
+            await accounts.authenticate(email, "wrong-password-x")
+        outcomes[email] = (first, type(locked.value))
+    assert outcomes[USER] == outcomes["nobody@nowhere.nl"] == (None, AccountLocked)
