@@ -14,7 +14,7 @@ import pytest
 from connectors.logstore.base import GroupCommitLog, LogWriteFailed
 from connectors.logstore.postgres import PostgresExchangeLog
 from connectors.logstore.sqlite import SQLiteExchangeLog
-from tests.logstore.logfaults import inject_write_failure, remove_write_failure
+from tests.logstore.faults import inject_write_failure, remove_write_failure
 from tests.logstore.samples import SCHOOL, record
 from trust import transparency
 

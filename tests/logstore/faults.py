@@ -2,7 +2,7 @@
 
 For integration tests of anything that appends to the log (the node refuses an exchange it cannot log):
 
-    from tests.logstore.logfaults import inject_write_failure, remove_write_failure
+    from tests.logstore.faults import inject_write_failure, remove_write_failure
 
     await inject_write_failure(log)     # every later commit of the log fails inside the database
     ...                                 # append -> LogWriteFailed, log.writable() -> False
