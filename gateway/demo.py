@@ -145,6 +145,7 @@ async def run_demo(directory: Path, *, port: int = 8443, keep_serving: bool = Tr
         )
         print_table(rows)
         assert fed.node is not None
+        await asyncio.sleep(0.2)  # a refused TLS handshake is logged from outside any request: let it land
         stored = await fed.node.log.records(party_oin=fed.node.oin, limit=10_000)
         denied = sum(1 for s in stored if s.record.decision == "denied")
         click.echo(f"\nexchange log: {len(stored)} records ({denied} denials), durable before forwarding.")
@@ -163,8 +164,7 @@ def try_by_hand(fed: Federation) -> str:
     ca = d / "ca.pem"
     ca.write_bytes(fed.ca.cert_pem())
     return f"""
-Try it by hand (Ctrl-C stops the demo). A client assertion is a JWT signed with the certificate's key;
-`edugate demo-assertion` is not needed: python makes one for you:
+Try it by hand (Ctrl-C stops the demo). The client assertion is a JWT signed with the certificate's key:
 
   ASSERTION=$(.venv/bin/python -c "from connectors.samples.federation import assertion_from_files as a; \\
 print(a('{key}', 'publisher-app', '{fed.base_url}/oauth2/token'))")
