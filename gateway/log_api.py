@@ -32,6 +32,7 @@ import structlog
 from aiohttp import web
 
 from connectors.logstore.base import StoredRecord
+from gateway.activation.model import ORG_MASTER_ID
 from gateway.checks.certificate import client_certificate, participant_admitted, peer_certificate_der
 from gateway.checks.register import register_fresh
 from gateway.denials import Denial, Forbidden, NotFound, SchemaIncorrect, Unauthenticated
@@ -334,7 +335,10 @@ def add_log_routes(app: web.Application, node: Node) -> None:
         query = RecordQuery.parse(request.query)
         extra: dict[str, Any] = {}
         if reader.party_oin and request.query.get("school"):
-            extra["school"] = request.query["school"]  # a participant may narrow to one school
+            school = request.query["school"]
+            if not re.fullmatch(ORG_MASTER_ID, school):
+                raise SchemaIncorrect(f"school: {school!r} is not an organisationMasterIdentifier", step="log-api")
+            extra["school"] = school  # a participant may narrow to one school
         found = await node.log.records(
             **reader.scope(), **extra, **query.filters(), limit=query.limit, offset=query.offset
         )

@@ -119,6 +119,7 @@ async def test_a_certificate_the_node_would_refuse_for_an_exchange_reads_nothing
         ("/log/v1/records", {"counterparty": "123"}, "counterparty"),
         ("/log/v1/records", {"decision": "maybe"}, "decision"),
         ("/log/v1/records", {"purpose": "zz"}, "purpose"),
+        ("/log/v1/records", {"school": "104A158' OR 1=1"}, "school"),
         ("/log/v1/records", {"since": "2026-02-01", "until": "2026-01-01"}, "before"),
         ("/log/v1/proof/inclusion", {"index": "-1"}, "index"),
         ("/log/v1/proof/inclusion", {"index": "abc"}, "index"),

@@ -180,3 +180,23 @@ async def test_the_json_export_verifies_with_the_offline_verifier(fed: Federatio
         CliRunner().invoke, main, ["log", "verify", str(export), "--public-key", str(key)]
     )
     assert result.exit_code == 1 and "does not match its leaf hash" in result.output
+
+
+async def test_every_page_renders_in_english_too(fed: Federation, school_a: PortalClient):
+    for path in ("/portal/exchanges", "/portal/student", "/portal/totals", "/portal/activations", "/portal/export"):
+        page = await school_a.get(path, lang="en")
+        assert page.status == 200 and '<html lang="en">' in page.text, path
+    (exchange_id, *_) = [s.record.exchange_id for s in await fed.node.log.records(school=SCHOOL, limit=1)]
+    detail = await school_a.get(f"/portal/exchanges/{exchange_id}", lang="en")
+    assert detail.status == 200 and "Inclusion proof" in detail.text
+
+
+async def test_the_stylesheet_is_served(fed: Federation, school_a: PortalClient):
+    css = await school_a.get("/portal/static/portal.css")
+    assert css.status == 200 and css.headers["Content-Type"].startswith("text/css") and "svg.chart" in css.text
+
+
+async def test_pages_forbid_framing_and_caching(fed: Federation, school_a: PortalClient):
+    page = await school_a.get("/portal/exchanges")
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
