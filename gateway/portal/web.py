@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from gateway.node import Node
 
 HERE = Path(__file__).parent
-SESSION_COOKIE = "edugate_portal"
+SESSION_COOKIE = "__Host-edugate_portal"  # __Host-: Secure, Path=/, no Domain: bound to this origin
 LOGIN_CSRF_COOKIE = "edugate_portal_login"
 PREFIX = "/portal"
 
