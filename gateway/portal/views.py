@@ -4,6 +4,7 @@ from the server-side session, never from the request, and a request that names a
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from gateway.portal.web import (
 from trust.eckid import EckId, InvalidEckId
 
 log = structlog.get_logger("edugate.portal")
+OIDC_COOKIE = "edugate_portal_oidc"
 
 Page = Callable[[web.Request, PortalSession], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -117,6 +119,7 @@ async def start_session(request: web.Request, *, school: str, user: str, method:
     response = web.HTTPSeeOther(f"{PREFIX}/exchanges")
     set_session_cookie(response, session_id, sessions.lifetime)
     response.del_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
+    response.del_cookie(OIDC_COOKIE, path=PREFIX)
     raise response
 
 
@@ -129,8 +132,12 @@ async def oidc_start(request: web.Request) -> web.StreamResponse:
     except OidcLoginFailed as exc:
         log.warning("portal oidc unavailable", provider=provider.name, reason=str(exc))
         return await login_page(request, status=502, error=f"{Translator(language(request))('oidc_failed')} {exc}")
-    await portal(request).sessions.put_login_state(authorization.state, authorization.pending)
-    raise web.HTTPSeeOther(authorization.url)
+    # The state is also bound to this browser, so a callback URL planted in another browser logs nobody in there.
+    binding = secrets.token_urlsafe(32)
+    await portal(request).sessions.put_login_state(authorization.state, {**authorization.pending, "binding": binding})
+    response = web.HTTPSeeOther(authorization.url)
+    response.set_cookie(OIDC_COOKIE, binding, path=PREFIX, secure=True, httponly=True, samesite="Lax", max_age=600)
+    raise response
 
 
 async def oidc_callback(request: web.Request) -> web.StreamResponse:
@@ -145,6 +152,8 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
             raise OidcLoginFailed(f"{request.query['error']}: {request.query.get('error_description', '')}")
         if pending is None or pending.get("provider") != provider.name:
             raise OidcLoginFailed("unknown or used state: start the login again")
+        if not same(pending.get("binding"), request.cookies.get(OIDC_COOKIE)):
+            raise OidcLoginFailed("this login was started in another browser: start the login again")
         if not code:
             raise OidcLoginFailed("the provider sent no code")
         login = await provider.complete(code=code, pending=pending)

@@ -18,6 +18,7 @@ from connectors.samples.federation import SCHOOL, Federation
 from connectors.samples.publisher import progress_record
 from gateway.demo import eck_id
 from tests.portal.conftest import PASSWORD, USER, fed, users  # noqa: F401 - fixtures
+from tests.portal.idp import IdentityProvider, use_provider
 
 pytestmark = pytest.mark.browser
 
@@ -107,3 +108,28 @@ async def test_a_school_works_through_the_portal_from_login_to_revocation(
             await expect(page.locator("table.records tbody tr td.decision")).to_have_text("geweigerd")
         finally:
             await browser.close()
+
+
+async def test_a_school_logs_in_with_its_own_identity_provider_in_the_browser(fed: Federation) -> None:  # noqa: F811
+    idp = IdentityProvider(claims={"email": "mentor@school-a.nl", "organisationMasterIdentifier": SCHOOL})
+    await idp.start()
+    use_provider(fed, idp)
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            try:
+                context = await browser.new_context(ignore_https_errors=True, locale="en-GB")
+                page = await context.new_page()
+                await page.goto(f"{fed.base_url}/portal/login?lang=en")
+                await page.get_by_role("link", name="Log in with SchoolID").click()
+                await expect(page).to_have_url(f"{fed.base_url}/portal/exchanges")
+                await expect(page.locator("#school")).to_have_text(SCHOOL)
+                assert await rows(page) == 6
+                await page.get_by_role("button", name="Log out").click()
+                await expect(page).to_have_url(f"{fed.base_url}/portal/login")
+                await page.goto(f"{fed.base_url}/portal/exchanges")
+                await expect(page).to_have_url(f"{fed.base_url}/portal/login")
+            finally:
+                await browser.close()
+    finally:
+        await idp.close()

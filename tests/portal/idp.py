@@ -18,6 +18,11 @@ from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
+from connectors.samples.federation import SCHOOL, Federation
+from gateway.config import OidcProviderSection
+from gateway.portal.oidc import OidcProvider
+from tests.portal.client import PortalClient
+
 CLIENT_ID = "edugate-portal"
 CLIENT_SECRET = secrets.token_urlsafe(24)
 
@@ -99,3 +104,15 @@ class IdentityProvider:
         id_token = jwt.encode({"alg": "ES256", "kid": "idp-1"}, claims, self.key)
         return web.json_response({"access_token": secrets.token_urlsafe(24), "token_type": "Bearer",
                                   "expires_in": 300, "id_token": id_token})
+
+
+def use_provider(fed: Federation, idp: IdentityProvider, **settings: Any) -> None:
+    """Put a provider into the running portal, as `[[portal.oidc]]` in the node's config would."""
+    section = OidcProviderSection.model_validate({
+        "name": "school-idp", "title": "SchoolID", "issuer": idp.issuer, "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET, "schools": [SCHOOL], **settings,
+    })
+    portal = PortalClient.portal_of(fed)
+    portal.providers[section.name] = OidcProvider(
+        section, redirect_uri=f"{fed.node.config.node.public_url}/portal/oidc/{section.name}/callback"
+    )

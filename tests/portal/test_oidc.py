@@ -12,11 +12,10 @@ import pytest
 from joserfc.jwk import ECKey
 
 from connectors.samples.federation import OTHER_SCHOOL, SCHOOL, Federation
-from gateway.config import ConfigError, OidcProviderSection, load_config
-from gateway.portal.oidc import OidcProvider
+from gateway.config import ConfigError, load_config
 from gateway.portal.web import SESSION_COOKIE
 from tests.portal.client import PortalClient
-from tests.portal.idp import CLIENT_ID, CLIENT_SECRET, IdentityProvider
+from tests.portal.idp import CLIENT_ID, IdentityProvider, use_provider
 
 
 @pytest.fixture
@@ -27,18 +26,6 @@ async def idp() -> AsyncIterator[IdentityProvider]:
         yield provider
     finally:
         await provider.close()
-
-
-def use_provider(fed: Federation, idp: IdentityProvider, **settings) -> None:
-    """Put a provider into the running portal, as `[[portal.oidc]]` in the node's config would."""
-    section = OidcProviderSection.model_validate({
-        "name": "school-idp", "title": "SchoolID", "issuer": idp.issuer, "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET, "schools": [SCHOOL], **settings,
-    })
-    portal = PortalClient.portal_of(fed)
-    portal.providers[section.name] = OidcProvider(
-        section, redirect_uri=f"{fed.node.config.node.public_url}/portal/oidc/{section.name}/callback"
-    )
 
 
 async def oidc_login(fed: Federation) -> tuple[PortalClient, object]:
@@ -191,3 +178,20 @@ schools = ["{SCHOOL}"]
     path.write_text(path.read_text().replace(f'schools = ["{SCHOOL}"]\n', ""))
     with pytest.raises(ConfigError, match=r"portal\.oidc\.0\.schools"):
         load_config(path)
+
+
+async def test_a_callback_planted_in_another_browser_logs_nobody_in(fed: Federation, idp: IdentityProvider):
+    use_provider(fed, idp)
+    idp.claims = {"organisationMasterIdentifier": SCHOOL}
+    attacker, victim = PortalClient(fed), PortalClient(fed)
+    try:
+        async with attacker.session.get(fed.base_url + "/portal/oidc/school-idp/login", allow_redirects=False) as r:
+            to_idp = r.headers["Location"]
+        async with attacker.session.get(to_idp, allow_redirects=False) as r:
+            callback = r.headers["Location"]  # the attacker stops here and sends this link to a school user
+        async with victim.session.get(callback, allow_redirects=False) as r:
+            assert r.status == 403
+        assert victim.cookie(SESSION_COOKIE) is None
+    finally:
+        await attacker.close()
+        await victim.close()
