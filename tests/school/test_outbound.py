@@ -44,7 +44,9 @@ class Sending:
             return answer.status, json.loads(raw) if raw else {}, dict(answer.headers)
 
 
-def publisher_config(fed: Federation, directory: Path, catalogue: Path | None = None) -> Path:
+def publisher_config(
+    fed: Federation, directory: Path, catalogue: Path | None = None, outbound: dict[str, str] | None = None
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     publisher = fed.parties["publisher"]
     cert, key = publisher.identity.write(directory, "publisher")
@@ -70,10 +72,12 @@ def publisher_config(fed: Federation, directory: Path, catalogue: Path | None = 
         operator_key = "{fed.directory / "operator.pub.pem"}"
 
         [outbound]
-        client_id = "{publisher.client_id}"
-        kid = "cert"
         listen_port = 0
         """)
+        + "".join(
+            f"{key} = {value}\n"
+            for key, value in {"client_id": f'"{publisher.client_id}"', "kid": '"cert"', **(outbound or {})}.items()
+        )
     )
     return path
 
@@ -85,13 +89,15 @@ async def sending(tmp_path: Path) -> AsyncIterator[Sending]:
 
 
 @asynccontextmanager
-async def sending_through(tmp_path: Path, catalogue: Path | None = None) -> AsyncIterator[Sending]:
+async def sending_through(
+    tmp_path: Path, catalogue: Path | None = None, outbound: dict[str, str] | None = None
+) -> AsyncIterator[Sending]:
     fed = Federation(tmp_path / "dashboard")
     await fed.start()
     await fed.activate_demo_schools()  # the receiver's own activations (it checks them inbound)
     endpoints = Endpoints(token=f"{fed.base_url}/oauth2/token", api=fed.base_url)
     await fed.apply(fed.participants_with("dashboard", endpoints=endpoints))
-    node = await start_node(load_config(publisher_config(fed, tmp_path / "publisher", catalogue)))
+    node = await start_node(load_config(publisher_config(fed, tmp_path / "publisher", catalogue, outbound)))
     served = await serve_outbound(node, port=0)
     await node.activations.grant(  # the source side's record of the school's decision
         school=SCHOOL,
@@ -225,3 +231,27 @@ async def test_a_pseudonymising_service_sends_each_receiver_a_stable_pseudonym_a
         assert (tmp_path / "publisher" / "state" / "pseudonym.key").exists()
         (logged, *_) = await sending.node.log.records(party_oin=sending.node.oin, decision="allowed", limit=1)
         assert logged.record.student_hashes == (sending.node.students.hash(SCHOOL, eck_id(7)),)
+
+
+async def test_a_token_the_receiver_refuses_stops_the_exchange_and_says_why(tmp_path: Path) -> None:
+    async with sending_through(tmp_path, outbound={"client_id": '"someone-elses-app"'}) as sending:
+        body = record()
+        status, answer, _ = await sending.send(body)
+        assert status == 403 and "refused an access token" in answer["statusMessage"]
+        assert body["id"] not in sending.receiving.received.progress
+
+
+async def test_calls_from_outside_the_allowed_networks_are_refused(tmp_path: Path) -> None:
+    async with sending_through(tmp_path, outbound={"allowed_networks": '["10.0.0.0/8"]'}) as sending:
+        status, answer, _ = await sending.send(record())
+        assert status == 403 and "own network" in answer["statusMessage"]
+
+
+async def test_a_token_the_receiver_no_longer_accepts_is_replaced_once(sending: Sending) -> None:
+    assert (await sending.send(record()))[0] == 201
+    (cached,) = sending.served.sender._tokens.values()
+    cached.value = "no-longer-valid"  # as after the receiver rotated its signing key
+    body = record()
+    assert (await sending.send(body))[0] == 201
+    assert body["id"] in sending.receiving.received.progress
+    assert next(iter(sending.served.sender._tokens.values())).value != "no-longer-valid"
