@@ -8,15 +8,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from register_fixtures import REDIS_URL
+import redis.asyncio as aioredis
+from register_fixtures import REDIS_URL, Clock
 
 from connectors.samples.federation import SCHOOL, Federation
 from connectors.samples.publisher import ParticipantClient, progress_record
 from trust.register import ParticipantStatus
+from trust.register_service.keys import public_pem
 from trust.register_service.store import RegisterStore
 from trust.snapshot import PrivateKey
 
@@ -41,37 +45,53 @@ async def register_of(federation: Federation, store: RegisterStore) -> None:
         await store.set_participant_status(party.oin, party.status, reason=party.status_reason, actor="operator")
 
 
+@dataclass
+class Deployment:
+    store: RegisterStore
+    service: Any  # the running register service (stop/start: a restart)
+    nodes: list[Federation]
+    clock: Clock
+
+
 @pytest.fixture
-async def deployment(tmp_path: Path, sqlite_store: RegisterStore, operator_key: PrivateKey,
-                     service_factory: Callable[..., Any]) -> AsyncIterator[tuple[RegisterStore, list[Federation]]]:
-    first = Federation(tmp_path / "node-a", redis_url=REDIS_URL, max_staleness=30,
-                       redis_prefix=f"edugate-t-{uuid.uuid4().hex[:12]}")
-    # The operator of this deployment signs with the service's key: nodes pin it.
-    first.operator_key = operator_key  # type: ignore[assignment]
-    await register_of(first, sqlite_store)
-    # Plain HTTP on loopback (the service's test mode); nodes verify every snapshot's signature regardless.
-    service = await service_factory(sqlite_store, operator_key, heartbeat=1.0)
-    first.register_path = service.url  # type: ignore[assignment]  # the nodes' [register] source
-    second = first.sibling(tmp_path / "node-b")
-    for operator_pub in (first.directory, second.directory):
-        from trust.register_service.keys import public_pem
+async def deployment_factory(tmp_path: Path, sqlite_store: RegisterStore, operator_key: PrivateKey,
+                             service_factory: Callable[..., Any]) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Federation] = []
+    prefixes: list[str] = []
 
-        (operator_pub / "operator.pub.pem").write_bytes(public_pem(operator_key))
-    nodes = [first, second]
-    try:
-        for node in nodes:
+    async def make(*, max_staleness: float = 30.0) -> Deployment:
+        clock = Clock()
+        first = Federation(tmp_path / "node-a", clock=clock, redis_url=REDIS_URL, max_staleness=max_staleness,
+                           redis_prefix=f"edugate-t-{uuid.uuid4().hex[:12]}")
+        prefixes.append(first.redis_prefix)
+        # The operator of this deployment signs with the service's key: nodes pin it.
+        first.operator_key = operator_key  # type: ignore[assignment]
+        await register_of(first, sqlite_store)
+        # Plain HTTP on loopback (the service's test mode); nodes verify every snapshot's signature regardless.
+        service = await service_factory(sqlite_store, operator_key, heartbeat=1.0)
+        first.register_path = service.url  # type: ignore[assignment]  # the nodes' [register] source
+        second = first.sibling(tmp_path / "node-b")
+        for node in (first, second):
+            (node.directory / "operator.pub.pem").write_bytes(public_pem(operator_key))
             await node.start()
+            started.append(node)
             await node.activate_demo_schools()
-        yield sqlite_store, nodes
-    finally:
-        for node in nodes:
-            await node.close()
-        import redis.asyncio as aioredis
+        return Deployment(sqlite_store, service, [first, second], clock)
 
-        client = aioredis.from_url(REDIS_URL)
-        async for key in client.scan_iter(match=f"{first.redis_prefix}:*"):
+    yield make
+    for node in started:
+        await node.close()
+    client = aioredis.from_url(REDIS_URL)
+    for prefix in prefixes:
+        async for key in client.scan_iter(match=f"{prefix}:*"):
             await client.delete(key)
-        await client.aclose()
+    await client.aclose()
+
+
+@pytest.fixture
+async def deployment(deployment_factory: Callable[..., Any]) -> Deployment:
+    deployment: Deployment = await deployment_factory()
+    return deployment
 
 
 async def stream(client: ParticipantClient, token: str, log: list[tuple[float, float, int, str]],
@@ -86,9 +106,8 @@ async def stream(client: ParticipantClient, token: str, log: list[tuple[float, f
         log.append((sent, time.perf_counter(), answer.status, message))
 
 
-async def test_a_suspension_refuses_the_publisher_on_every_node_within_a_second(
-        deployment: tuple[RegisterStore, list[Federation]]) -> None:
-    store, nodes = deployment
+async def test_a_suspension_refuses_the_publisher_on_every_node_within_a_second(deployment: Deployment) -> None:
+    store, nodes = deployment.store, deployment.nodes
     sources = [node.node.register_source for node in nodes]  # type: ignore[union-attr]
     publisher_oin = nodes[0].parties["publisher"].oin
     deadline = time.perf_counter() + 10
@@ -130,3 +149,58 @@ async def test_a_suspension_refuses_the_publisher_on_every_node_within_a_second(
     print(f"revocation latency, register service -> 2 gateway nodes (1 feed + Redis fan-out): "
           f"max {max(latencies) * 1000:.1f} ms (the operator's change itself took {committed:.1f} ms to commit)")
     assert max(latencies) <= 1.0
+
+
+async def push(client: ParticipantClient, token: str) -> tuple[int, Any]:
+    record = progress_record(record_id=str(uuid.uuid4()), eck_id=ECK_ID, school=SCHOOL)
+    answer = await client.call("PUT", f"/v1/progress/{record['id']}", token=token, json=record,
+                               headers={"Edu-Purpose": "b"})
+    return answer.status, answer.body
+
+
+async def test_nodes_that_lose_the_register_refuse_with_503_after_max_staleness_and_recover_after_its_restart(
+        deployment_factory: Callable[..., Any]) -> None:
+    deployment: Deployment = await deployment_factory(max_staleness=1.5)
+    clients = [node.client("publisher") for node in deployment.nodes]
+    tokens = [await client.token(scope="progress", purpose="b") for client in clients]
+    assert [(await push(c, t))[0] for c, t in zip(clients, tokens, strict=True)] == [201, 201]
+
+    await deployment.service.stop()
+    stopped = time.perf_counter()
+    answers = [(0, None)] * 2
+    while not all(status == 503 for status, _ in answers):
+        assert time.perf_counter() - stopped < 6, answers
+        await asyncio.sleep(0.1)
+        answers = [await push(c, t) for c, t in zip(clients, tokens, strict=True)]
+    print(f"\nregister down: both nodes refuse with 503 after {time.perf_counter() - stopped:.2f} s "
+          f"(max_staleness 1.5 s)")
+    assert time.perf_counter() - stopped >= 1.0  # they kept working on their last good register until then
+    assert all(body["status"] == "0099" and "register" in body["statusMessage"] for _, body in answers)
+
+    await deployment.service.start()
+    deadline = time.perf_counter() + 6
+    while [(await push(c, t))[0] for c, t in zip(clients, tokens, strict=True)] != [201, 201]:
+        assert time.perf_counter() < deadline
+        await asyncio.sleep(0.1)
+
+
+async def test_a_scheduled_withdrawal_bites_on_every_node_at_its_effective_time_without_a_new_serial(
+        deployment: Deployment) -> None:
+    publisher_oin = deployment.nodes[0].parties["publisher"].oin
+    effective = deployment.clock() + timedelta(days=30)
+    serial = await deployment.store.schedule_withdrawal(publisher_oin, effective, "uittreding: stopt met de dienst",
+                                                        actor="operator")
+    sources = [node.node.register_source for node in deployment.nodes]  # type: ignore[union-attr]
+    deadline = time.perf_counter() + 3
+    while not all(source.holder.serial == serial for source in sources):
+        assert time.perf_counter() < deadline
+        await asyncio.sleep(0.02)
+    clients = [node.client("publisher") for node in deployment.nodes]
+    tokens = [await client.token(scope="progress", purpose="b") for client in clients]
+    assert [(await push(c, t))[0] for c, t in zip(clients, tokens, strict=True)] == [201, 201]
+
+    deployment.clock.freeze(effective)  # the nodes' clock reaches the effective date; the register is silent
+    answers = [await push(c, t) for c, t in zip(clients, tokens, strict=True)]
+    assert [status for status, _ in answers] == [403, 403]
+    assert all("withdrew" in body["statusMessage"] for _, body in answers)
+    assert await deployment.store.serial() == serial
