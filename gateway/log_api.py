@@ -13,6 +13,7 @@ Routes:
 - `GET /log/v1/proof/consistency?first=&second=`: RFC 9162 §2.1.4 between two tree sizes;
 - `GET /log/v1/proof/inclusion?index=[&size=][&exchange_id=]`: RFC 9162 §2.1.3 for a record the caller may
   read, against the checkpoint of `size` (default: the latest, made fresh if it does not cover the record);
+- `GET /log/v1/export?since=&until=`: the caller's records with proofs in the log's export format;
 - `GET /log/v1/records?since=&until=&counterparty=&data_service=&purpose=&decision=&exchange_id=&limit=&offset=`
   (dates `YYYY-MM-DD` or RFC 3339 with a zone; `until` as a date includes that day; newest first).
 
@@ -31,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from connectors.logstore.base import StoredRecord
+from connectors.logstore.base import GroupCommitLog, StoredRecord
+from connectors.logstore.export import build_export
 from gateway.activation.model import ORG_MASTER_ID
 from gateway.checks.certificate import client_certificate, participant_admitted, peer_certificate_der
 from gateway.checks.register import register_fresh
@@ -278,6 +280,12 @@ async def inclusion_json(node: Node, stored: StoredRecord, size: int | None = No
     }
 
 
+def _readable(reader: Reader, record: Mapping[str, Any]) -> bool:
+    if reader.school:
+        return record.get("school") == reader.school
+    return reader.party_oin in (record.get("caller_oin"), record.get("counterparty_oin"))
+
+
 # --- routes -----------------------------------------------------------------------------------------------------
 
 
@@ -357,7 +365,21 @@ def add_log_routes(app: web.Application, node: Node) -> None:
             raise NotFound("this log has no signing key to publish", step="log-api")
         return web.Response(body=public_key_pem(key), content_type="application/x-pem-file")
 
+    async def export(request: web.Request) -> web.Response:
+        """The reader's records of a period with proofs, in the log's export format (`edugate log verify`)."""
+        reader = await reader_for(node, request)
+        if reader.school and request.query.get("school", reader.school) != reader.school:
+            raise Forbidden("a school reads only its own records", step="log-api")
+        query = RecordQuery.parse({k: v for k, v in request.query.items() if k in ("since", "until")})
+        log_store = node.log
+        if not isinstance(log_store, GroupCommitLog):
+            raise NotFound("this log cannot export", step="log-api")
+        document = await build_export(log_store, **reader.scope(), since=query.since, until=query.until)
+        document["records"] = [r for r in document["records"] if _readable(reader, r["record"])]
+        return web.json_response(document)
+
     app.router.add_get("/log/v1/public-key", answers_denials(public_key))
+    app.router.add_get("/log/v1/export", answers_denials(export))
     app.router.add_get("/log/v1/checkpoint", answers_denials(latest))
     app.router.add_get("/log/v1/checkpoints", answers_denials(checkpoints))
     app.router.add_get("/log/v1/proof/inclusion", answers_denials(inclusion))

@@ -158,3 +158,24 @@ async def test_an_inclusion_proof_by_index_and_exchange_id_is_one_look_up_and_st
     mismatched = await school_a.get("/log/v1/proof/inclusion", index=str(theirs.index),
                                     exchange_id=own.record.exchange_id)
     assert mismatched.status == 404
+
+
+async def test_a_participant_exports_its_records_with_proofs_that_verify(fed: Federation):
+    from connectors.logstore.export import verify_export
+
+    publisher, reader = participant(fed, "publisher"), participant(fed, "reader")
+    try:
+        export = (await publisher.get("/log/v1/export")).json()
+        key = load_public_key((await publisher.get("/log/v1/public-key")).text.encode())
+        assert verify_export(export, key) == []
+        assert export["scope"]["party_oin"] == fed.parties["publisher"].oin and len(export["records"]) == 12
+        assert (await reader.get("/log/v1/export")).json()["records"] == []
+    finally:
+        await publisher.close()
+        await reader.close()
+
+
+async def test_a_school_exports_through_the_api_only_its_own_records(fed: Federation, school_a: PortalClient):
+    export = (await school_a.get("/log/v1/export", since="2026-01-01")).json()
+    assert {r["record"]["school"] for r in export["records"]} == {SCHOOL} and len(export["records"]) == 6
+    assert (await school_a.get("/log/v1/export", school=OTHER_SCHOOL)).status == 403
