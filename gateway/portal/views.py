@@ -39,9 +39,8 @@ OIDC_COOKIE = "edugate_portal_oidc"
 
 Page = Callable[[web.Request, PortalSession], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 FORM = web.RequestKey("form", dict[str, str])  # the checked form of a POST
+
 
 def school_page(page: Page) -> Handler:
     """Require a session; on POST also its CSRF token; refuse any `school` parameter but the session's own."""
