@@ -72,7 +72,7 @@ def assert_only_allowed(x: Exchange, payload: Any) -> None:
 
 
 # The attribute check reads the node's config, catalogue and pseudonyms only; it never opens activations.
-NODE = CheckNode(node_config(Path(tempfile.gettempdir())), CATALOGUE, None, PURPOSES, Pseudonyms(b"p" * 32))  # type: ignore[arg-type]
+NODE = CheckNode(node_config(Path(tempfile.gettempdir())), CATALOGUE, None, PURPOSES, Pseudonyms(b"p" * 32))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -89,7 +89,7 @@ def test_no_field_outside_the_allowlist_reaches_the_caller_of_a_pull(
     async def run() -> None:
         x = exchange("gebruiksoverzicht", DASHBOARD)
         try:
-            filtered = await filter_response(NODE, x, json.dumps(answer).encode())  # type: ignore[arg-type]
+            filtered = await filter_response(NODE, x, json.dumps(answer).encode())
         except Denial:
             return  # refused: nothing reached the caller
         assert_only_allowed(x, json.loads(filtered))
@@ -108,7 +108,7 @@ def test_no_field_outside_the_allowlist_reaches_the_upstream_of_a_push(
     async def run() -> None:
         x = exchange("leermateriaalgebruik", PUBLISHER, json.dumps(body).encode())
         try:
-            await attributes(NODE, x)  # type: ignore[arg-type]
+            await attributes(NODE, x)
         except Denial:
             return  # refused: nothing is forwarded
         forwarded = json.loads(x.body or b"")
