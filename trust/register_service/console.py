@@ -179,7 +179,12 @@ def _with_changes(entries: list[HistoryEntry]) -> list[tuple[HistoryEntry, list[
 
 
 def changes(before: Any, after: Any) -> list[tuple[str, str, str]]:
-    """The top-level fields that differ between a history entry's before and after, as display text."""
+    """The top-level fields that differ between a history entry's before and after, as display text.
+    A creation (no before) or removal (no after) shows every field going from or to nothing."""
+    if before is None and isinstance(after, dict):
+        before = {}
+    if after is None and isinstance(before, dict):
+        after = {}
     if not isinstance(before, dict) or not isinstance(after, dict):
         return [] if before == after else [("", _show(before), _show(after))]
     fields = sorted(set(before) | set(after))
