@@ -16,6 +16,7 @@ from gateway.checks.payload import parse_json, reference_values, request_payload
 from gateway.denials import Denial, SchemaIncorrect, UpstreamUnavailable
 from gateway.exchange import Exchange
 from gateway.minimisation import Allowlist, MinimisationRefused, replace_at, scan_identifiers, values_at
+from trust.direct_identifiers import identifier_in
 from trust.eckid import EckId, InvalidEckId
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ async def attributes(node: Node, x: Exchange) -> None:
     well-formed ECK iDs (translated back from the caller's pseudonyms where the service uses them)."""
     assert x.service is not None and x.token is not None and x.peer is not None
     service = x.service
+    _query_without_identifiers(x)
     if service.direction is Direction.PUSH:
         payload = await request_payload(node, x, step="attributes")
         minimised = minimise(node, x, payload, scopes=x.token.scopes, locations=service.student.request)
@@ -149,6 +151,16 @@ def _eck_id(value: Any, location: str) -> EckId:
     except InvalidEckId as exc:
         raise SchemaIncorrect(f"the student reference at {location} is not a well-formed ECK iD: {exc}",
                               step="attributes") from exc
+
+
+def _query_without_identifiers(x: Exchange) -> None:
+    """A query string is no place for a BSN or an e-mail address either (it also ends up in access logs)."""
+    for name, value in x.request.query.items():
+        found = identifier_in(name) or identifier_in(value)
+        if found is not None:
+            what = "a BSN/PGN" if found == "pgn" else "an e-mail address"
+            shown = name if identifier_in(name) is None else "(identifier)"
+            raise SchemaIncorrect(f"query parameter {shown!r} holds {what}, which may not travel", step="attributes")
 
 
 def _collect(x: Exchange, eck_id: EckId) -> None:

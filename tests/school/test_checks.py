@@ -368,3 +368,15 @@ async def test_a_callers_pseudonym_in_a_pull_request_is_translated_back_before_i
     other.service = service
     await attributes(node, other)  # another caller's use of it names some other student, never this one
     assert json.loads(other.body or b"")["student"]["id"] != ECK_ID
+
+
+@pytest.mark.parametrize(
+    "query", ["school=104A158&bsn=111222333", "school=104A158&contact=a.b@school.nl", "school=104A158&111222333=x"]
+)
+async def test_a_bsn_or_e_mail_address_in_the_query_string_is_0011(
+    node: CheckNode, exchange: ExchangeFactory, query: str
+) -> None:
+    x = exchange("gebruiksoverzicht", path=f"/v1/usage?{query}", caller=DASHBOARD)
+    with pytest.raises(SchemaIncorrect) as refused:
+        await attributes(node, x)
+    assert "111222333" not in refused.value.message and "a.b@school.nl" not in refused.value.message
