@@ -109,6 +109,35 @@ async def test_a_feed_reader_without_a_resume_point_gets_the_latest_snapshot_fir
     assert verify_snapshot(data, operator_key.public_key()).serial == serial
 
 
+async def test_a_reader_resuming_before_the_oldest_kept_serial_gets_the_latest_snapshot(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
+    sqlite_store.kept_documents = 2
+    serial = await seed(sqlite_store)  # serials 2..5; only 4 and 5 are kept
+    service = await service_factory(sqlite_store, operator_key)
+    async with aiohttp.ClientSession() as http, http.get(f"{service.url}/v1/register/feed",
+                                                         params={"after": "1"}) as response:
+        first, second = await _events(response, 2)
+    assert (first[0], first[2]) == ("snapshot", str(serial))  # each snapshot is the whole register
+    assert second[0] == "heartbeat"
+
+
+async def test_an_ed25519_operator_key_works_end_to_end(
+        sqlite_store: RegisterStore, service_factory: Callable[..., Any]) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from connectors.register_source import RegisterSource
+    from trust.register import RegisterHolder
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    serial = await seed(sqlite_store)
+    service = await service_factory(sqlite_store, key)
+    holder = RegisterHolder()
+    source = RegisterSource(holder, source=service.url, operator_key=key.public_key(), feed=False)
+    await source.start()
+    await source.close()
+    assert holder.serial == serial and holder.fresh()
+
+
 async def test_a_malformed_resume_point_gets_an_edu_v_error(
         sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
     service = await service_factory(sqlite_store, operator_key)

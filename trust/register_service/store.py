@@ -88,9 +88,11 @@ Apply = Callable[[Connection], Awaitable[None]]
 
 
 class RegisterStore:
-    def __init__(self, db: Database, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] = utcnow,
+                 kept_documents: int = KEPT_DOCUMENTS) -> None:
         self.db = db
         self.clock = clock
+        self.kept_documents = kept_documents
         self._seen_serial = 0
         self._waiters: list[asyncio.Future[int]] = []
         self._watch_task: asyncio.Task[None] | None = None
@@ -261,7 +263,7 @@ class RegisterStore:
                 after = _subject_state(json.loads(text), subject)
                 await conn.execute("INSERT INTO documents (serial, issued_at, document) VALUES (?, ?, ?)",
                                    serial, _iso(now), text)
-                await conn.execute("DELETE FROM documents WHERE serial <= ?", serial - KEPT_DOCUMENTS)
+                await conn.execute("DELETE FROM documents WHERE serial <= ?", serial - self.kept_documents)
                 await self._record(conn, serial, actor, action, subject, before, after)
                 if self.db.dialect == "postgresql":
                     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
