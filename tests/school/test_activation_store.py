@@ -188,10 +188,14 @@ async def test_a_revocation_during_a_stream_of_lookups_refuses_every_lookup_afte
         results: list[tuple[float, bool]] = []
         loop = asyncio.get_running_loop()
 
-        async def stream() -> None:
-            for _ in range(200):
+        async def stream() -> None:  # until well after the revocation (bounded)
+            after = 0
+            for _ in range(100_000):
                 started = loop.time()
                 results.append((started, await admitted(node_b)))
+                after += revoked_at is not None
+                if after >= 50:
+                    return
 
         async def revoke_midway() -> None:
             nonlocal revoked_at

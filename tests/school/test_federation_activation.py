@@ -66,9 +66,13 @@ async def test_a_revocation_through_one_node_refuses_the_next_exchange_on_both(t
             results: list[tuple[float, int, str | None]] = []
             revoked_at: float | None = None
 
-            async def stream() -> None:
-                for n in range(60):
+            async def stream() -> None:  # until ten exchanges after the revocation (bounded)
+                after = 0
+                for n in range(2000):
                     results.append(await put(clients[n % 2], n))
+                    after += revoked_at is not None
+                    if after >= 10:
+                        return
 
             async def revoke_midway() -> None:
                 nonlocal revoked_at
