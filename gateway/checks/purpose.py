@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 PURPOSE_HEADER = "Edu-Purpose"
 
 
-def purpose(node: Node, x: Exchange) -> None:
+async def purpose(node: Node, x: Exchange) -> None:
     assert x.token is not None and x.service is not None
     bound = frozenset(x.token.purposes)
     declared = [value.strip() for value in x.request.headers.getall(PURPOSE_HEADER, [])]
@@ -48,8 +48,15 @@ def purpose(node: Node, x: Exchange) -> None:
     if code not in x.service.purposes:
         raise Forbidden(f"purpose {what} is not allowed for data service {x.service.name!r}", step="purpose")
     if x.activation is not None and code not in x.activation.purposes:
-        raise ConsentRequired(
-            f"school {x.school}'s activation of data service {x.service.name!r} does not cover purpose {what}",
-            step="purpose",
-        )
+        # Another activation in force for the same school, service and counterparty may cover it.
+        found = await node.activations.lookup(x.activation.school, x.service.name, x.activation.counterparty)
+        covering = [
+            a for a in found if code in a.purposes and a.refusal(x.now, data_class=x.service.data_class) is None
+        ]
+        if not covering:
+            raise ConsentRequired(
+                f"school {x.school}'s activation of data service {x.service.name!r} does not cover purpose {what}",
+                step="purpose",
+            )
+        x.activation = covering[0]
     x.purpose = code

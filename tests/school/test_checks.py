@@ -42,7 +42,7 @@ async def admit(node: CheckNode, x: Exchange) -> Exchange:
     """The four school-control checks in pipeline order."""
     await school(node, x)
     await activation(node, x)
-    purpose(node, x)
+    await purpose(node, x)
     await attributes(node, x)
     return x
 
@@ -184,7 +184,7 @@ async def test_a_declared_purpose_may_narrow_the_tokens_purposes(node: CheckNode
     x = await admitted_up_to_purpose(
         node, exchange(body=progress(), token_purposes={"a", "d"}, headers={"Edu-Purpose": "d"})
     )
-    purpose(node, x)
+    await purpose(node, x)
     assert x.purpose == "d"
 
 
@@ -194,7 +194,7 @@ async def test_a_purpose_outside_the_token_is_refused_naming_it(node: CheckNode,
         node, exchange(body=progress(), token_purposes={"a"}, headers={"Edu-Purpose": "j"})
     )
     with pytest.raises(Forbidden) as refused:
-        purpose(node, x)
+        await purpose(node, x)
     assert refused.value.http_status == 403 and refused.value.step == "purpose"
     assert "'j' (monitoring and accountability" in refused.value.message and "never widen" in refused.value.message
 
@@ -205,7 +205,7 @@ async def test_a_purpose_the_service_does_not_allow_is_refused(node: CheckNode, 
         node, exchange(body=progress(), token_purposes={"a", "t"}, headers={"Edu-Purpose": "t"})
     )
     with pytest.raises(Forbidden) as refused:
-        purpose(node, x)
+        await purpose(node, x)
     assert "'t' (financial management) is not allowed for data service 'leermateriaalgebruik'" in refused.value.message
 
 
@@ -215,7 +215,7 @@ async def test_a_purpose_the_activation_does_not_cover_is_0022(node: CheckNode, 
         node, exchange(body=progress(), token_purposes={"a", "d"}, headers={"Edu-Purpose": "d"})
     )
     with pytest.raises(ConsentRequired) as refused:
-        purpose(node, x)
+        await purpose(node, x)
     assert refused.value.edu_status == "0022" and "'d'" in refused.value.message
 
 
@@ -225,7 +225,7 @@ async def test_without_a_declaration_a_token_with_several_purposes_is_refused(
     await activate(node.activations)
     x = await admitted_up_to_purpose(node, exchange(body=progress(), token_purposes={"a", "d"}))
     with pytest.raises(Forbidden) as refused:
-        purpose(node, x)
+        await purpose(node, x)
     assert "Edu-Purpose" in refused.value.message
 
 
@@ -238,7 +238,7 @@ async def test_a_purpose_header_that_is_not_one_known_code_is_refused(
         node, exchange(body=progress(), token_purposes={"a", "d"}, headers={"Edu-Purpose": header})
     )
     with pytest.raises(Denial):
-        purpose(node, x)
+        await purpose(node, x)
     assert x.purpose is None
 
 
@@ -248,7 +248,7 @@ async def test_a_purpose_header_that_is_not_one_known_code_is_refused(
 async def test_an_extra_field_is_refused_with_0011_naming_it(node: CheckNode, exchange: ExchangeFactory) -> None:
     await activate(node.activations)
     x = await admitted_up_to_purpose(node, exchange(body=progress(student={"id": ECK_ID, "birthDate": "2014-03-01"})))
-    purpose(node, x)
+    await purpose(node, x)
     with pytest.raises(SchemaIncorrect) as refused:
         await attributes(node, x)
     refused_with(refused.value, SchemaIncorrect, 400, "0011", "attributes")
@@ -270,7 +270,7 @@ async def test_direct_identifiers_and_malformed_eck_ids_are_0011_and_never_forwa
 ) -> None:
     await activate(node.activations)
     x = await admitted_up_to_purpose(node, exchange(body=progress(**changes)))
-    purpose(node, x)
+    await purpose(node, x)
     body_before = x.body
     with pytest.raises(SchemaIncorrect) as refused:
         await attributes(node, x)
@@ -380,3 +380,15 @@ async def test_a_bsn_or_e_mail_address_in_the_query_string_is_0011(
     with pytest.raises(SchemaIncorrect) as refused:
         await attributes(node, x)
     assert "111222333" not in refused.value.message and "a.b@school.nl" not in refused.value.message
+
+
+async def test_a_second_activation_in_force_may_cover_the_declared_purpose(
+    node: CheckNode, exchange: ExchangeFactory
+) -> None:
+    await activate(node.activations, purposes=("a",))
+    covering = await activate(node.activations, purposes=("d",))
+    x = await admitted_up_to_purpose(
+        node, exchange(body=progress(), token_purposes={"a", "d"}, headers={"Edu-Purpose": "d"})
+    )
+    await purpose(node, x)
+    assert x.purpose == "d" and x.activation.id == covering.id
