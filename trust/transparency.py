@@ -45,18 +45,17 @@ Subtree = tuple[int, int]  # (level, index): leaves [index * 2**level, (index + 
 def complete_subtrees(start: int, end: int) -> list[Subtree]:
     """The complete aligned subtrees that make up [start, end), left to right, largest first.
 
-    Only ranges that occur in a Merkle tree are accepted: `start` aligned to the largest power of two
-    not exceeding end - start's enclosing subtree (as every range RFC 9162's recursion produces is).
+    Only ranges of Merkle form are accepted: `start` a multiple of the smallest power of two not below
+    the range's size, as every range RFC 9162's MTH/PATH/SUBPROOF recursion produces is. For those,
+    folding the subtree hashes right to left gives exactly MTH of the range.
     """
     if not 0 <= start < end:
         raise ValueError(f"empty or negative range [{start}, {end})")
+    if start % (1 << (end - start - 1).bit_length()):
+        raise ValueError(f"[{start}, {end}) is not a range of a Merkle tree")
     out: list[Subtree] = []
     while start < end:
-        size = end - start
-        level = size.bit_length() - 1  # the largest power of two that fits
-        # the subtree must be aligned at `start`; RFC ranges always are, but be strict
-        while start % (1 << level):
-            level -= 1
+        level = (end - start).bit_length() - 1  # the largest power of two that fits; aligned by the check above
         out.append((level, start >> level))
         start += 1 << level
     return out

@@ -65,8 +65,10 @@ ENTRIES = [f"entry {i}".encode() for i in range(64)]
 LEAVES = [sha256(b"\x00" + e) for e in ENTRIES]
 
 # The eight entries of the certificate-transparency reference tests and their published roots.
-CT_ENTRIES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-                                         "606162636465666768696a6b6c6d6e6f"]]
+CT_ENTRIES = [
+    bytes.fromhex(h)
+    for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+]
 CT_ROOTS = [
     "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
     "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
@@ -311,3 +313,11 @@ def test_a_changed_entry_changes_the_root_and_breaks_consistency(entries: list[b
         return
     with pytest.raises(ProofError):
         verify_consistency(size1, size2, p, t.root_hash(leaves[:size1]), t.root_hash(forged))
+
+
+def test_only_ranges_of_merkle_form_split_into_subtrees() -> None:
+    assert t.complete_subtrees(0, 7) == [(2, 0), (1, 2), (0, 6)]
+    assert t.complete_subtrees(8, 11) == [(1, 4), (0, 10)]
+    for start, end in [(1, 3), (2, 5), (4, 9), (3, 3)]:
+        with pytest.raises(ValueError):
+            t.complete_subtrees(start, end)
