@@ -36,12 +36,11 @@ from gateway.catalogue import DataService, Direction, RouteSpec
 from gateway.checks.activation import admitting
 from gateway.checks.attributes import Translation, minimise
 from gateway.checks.payload import request_payload
-from gateway.checks.purpose import PURPOSE_HEADER
+from gateway.checks.purpose import PURPOSE_HEADER, covering_activation
 from gateway.checks.register import register_fresh
 from gateway.checks.school import school
 from gateway.config import ConfigError
 from gateway.denials import (
-    ConsentRequired,
     Denial,
     Forbidden,
     LogUnavailable,
@@ -125,7 +124,7 @@ class Sender:
             receiver = self._receiver(x)
             await school(node, x)
             x.activation = await admitting(node, x, receiver.oin)
-            x.purpose = self._purpose(x)
+            x.purpose = await self._purpose(x)
             await self._attributes(x, receiver)
             token = await self._token(x, receiver)
             await self._log(x, receiver, kind="decision", decision="allowed")
@@ -209,7 +208,7 @@ class Sender:
             raise Forbidden(f"the register lists no API and token endpoints for receiver {oin}", step="receiver")
         return receiver
 
-    def _purpose(self, x: Exchange) -> str:
+    async def _purpose(self, x: Exchange) -> str:
         assert x.service is not None and x.activation is not None
         declared = [value.strip() for value in x.request.headers.getall(PURPOSE_HEADER, [])]
         covered = [code for code in x.service.purposes if code in x.activation.purposes]
@@ -227,11 +226,7 @@ class Sender:
         what = self.node.purposes.describe(code)
         if code not in self.node.purposes or code not in x.service.purposes:
             raise Forbidden(f"purpose {what} is not allowed for data service {x.service.name!r}", step="purpose")
-        if code not in x.activation.purposes:
-            raise ConsentRequired(
-                f"school {x.school}'s activation of data service {x.service.name!r} does not cover purpose {what}",
-                step="purpose",
-            )
+        x.activation = await covering_activation(self.node, x, code)
         return code
 
     async def _attributes(self, x: Exchange, receiver: Participant) -> None:

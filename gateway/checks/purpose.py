@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway.activation.model import Activation
 from gateway.denials import ConsentRequired, Denial, Forbidden
 from gateway.exchange import Exchange
 
@@ -47,16 +48,23 @@ async def purpose(node: Node, x: Exchange) -> None:
         )
     if code not in x.service.purposes:
         raise Forbidden(f"purpose {what} is not allowed for data service {x.service.name!r}", step="purpose")
-    if x.activation is not None and code not in x.activation.purposes:
-        # Another activation in force for the same school, service and counterparty may cover it.
-        found = await node.activations.lookup(x.activation.school, x.service.name, x.activation.counterparty)
-        covering = [
-            a for a in found if code in a.purposes and a.refusal(x.now, data_class=x.service.data_class) is None
-        ]
-        if not covering:
-            raise ConsentRequired(
-                f"school {x.school}'s activation of data service {x.service.name!r} does not cover purpose {what}",
-                step="purpose",
-            )
-        x.activation = covering[0]
+    if x.activation is not None:
+        x.activation = await covering_activation(node, x, code)
     x.purpose = code
+
+
+async def covering_activation(node: Node, x: Exchange, code: str) -> Activation:
+    """The admitting activation if it covers purpose `code`, or another one in force for the same school, service
+    and counterparty that does; else 403 0022 naming the purpose."""
+    assert x.activation is not None and x.service is not None
+    if code in x.activation.purposes:
+        return x.activation
+    found = await node.activations.lookup(x.activation.school, x.service.name, x.activation.counterparty)
+    for other in found:
+        if code in other.purposes and other.refusal(x.now, data_class=x.service.data_class) is None:
+            return other
+    raise ConsentRequired(
+        f"school {x.school}'s activation of data service {x.service.name!r} does not cover purpose "
+        f"{node.purposes.describe(code)}",
+        step="purpose",
+    )
