@@ -7,6 +7,7 @@ its placeholders once, in order). Times are stored as fixed-width RFC 3339 UTC t
 from __future__ import annotations
 
 import re
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,10 +69,13 @@ class Backend(Protocol):
 class SqliteBackend:
     """One connection (aiosqlite runs it on its own thread); WAL so readers in other processes are not blocked."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, probe: sqlite3.Connection) -> None:
         self.connection = connection
         self.connection.row_factory = aiosqlite.Row
         self.own_changes = 0  # SQLite's data_version does not move for this connection's own commits
+        # A second, plain connection only for `PRAGMA data_version`: asked on the event loop itself, because it
+        # costs microseconds while a round trip to aiosqlite's thread costs far more on every exchange.
+        self._probe = probe
 
     @classmethod
     async def open(cls, path: Path) -> SqliteBackend:
@@ -82,7 +86,7 @@ class SqliteBackend:
         for statement in SCHEMA:
             await connection.execute(statement)
         await connection.commit()
-        return cls(connection)
+        return cls(connection, sqlite3.connect(path, check_same_thread=False))
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         async with self.connection.execute(_PLACEHOLDER.sub("?", sql), args) as cursor:
@@ -96,13 +100,12 @@ class SqliteBackend:
         return count
 
     async def data_version(self) -> int:
-        """Changes committed by other connections (the CLI, another node process) since this one opened."""
-        async with self.connection.execute("PRAGMA data_version") as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
+        """Moves whenever another connection (this node's writer, the CLI, another process) commits."""
+        row = self._probe.execute("PRAGMA data_version").fetchone()
         return int(row[0])
 
     async def close(self) -> None:
+        self._probe.close()
         await self.connection.close()
 
 
