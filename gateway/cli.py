@@ -85,6 +85,12 @@ def serve(config_path: Path, ops_port: int | None, log_level: str) -> None:
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
         served = await serve_node(node, ops_port=ops_port)
+        sender = None
+        if config.outbound is not None:  # this participant's applications send through the node too
+            from gateway.outbound import serve_outbound
+
+            sender = await serve_outbound(node)
+            click.echo(f"sender side for applications on http://{config.outbound.listen_host}:{sender.port}", err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,6 +99,8 @@ def serve(config_path: Path, ops_port: int | None, log_level: str) -> None:
             f"edugate node {config.node.name} listening on https://{config.node.listen_host}:{served.port}", err=True
         )
         await stop.wait()
+        if sender is not None:
+            await sender.close()
         await served.close()
 
     asyncio.run(run())

@@ -41,6 +41,21 @@ async def scenario(fed: Federation) -> list[Row]:
         rows.append(Row(scene, caller, request, status, str(edu), str(message or "OK")))
 
     await fed.activate_demo_schools()
+    sender = await fed.start_publisher_node()
+    dashboard_oin = fed.parties["dashboard"].oin
+
+    async def via_own_node(record: dict[str, object]) -> tuple[int, object]:
+        """The publisher's application pushes through the publisher's own node (sender side, plain HTTP on
+        loopback); that node checks the school's activation before anything leaves and holds the keys."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.put(
+                f"{sender}/v1/progress/{record['id']}",
+                json=record,
+                headers={"Edu-Receiver": dashboard_oin, "Edu-Purpose": "b"},
+            ) as response,
+        ):
+            return response.status, await response.json(content_type=None)
 
     for n in range(1, 4):
         record = progress_record(
@@ -49,8 +64,11 @@ async def scenario(fed: Federation) -> list[Row]:
             school=SCHOOL,
             status=["started", "completed", "started"][n - 1],
         )
-        answer = await publisher.put_progress(record)
-        add("allowed push", "De Polder", "PUT /v1/progress/{id}", answer.status, answer.body)
+        status, body = await via_own_node(record)
+        add("allowed push", "De Polder app", "PUT via its own node", status, body)
+    record = progress_record(record_id=str(uuid.uuid4()), eck_id=eck_id(7), school=SCHOOL)
+    answer = await publisher.put_progress(record)
+    add("allowed push", "De Polder", "PUT /v1/progress/{id} direct", answer.status, answer.body)
 
     reader = fed.client("reader")
     token = await reader.token(scope="eduv.usage", purpose="j")
@@ -105,8 +123,10 @@ async def scenario(fed: Federation) -> list[Row]:
     add("stolen token", "Schooladministratie", "PUT with De Polder's token", answer.status, answer.body)
 
     record = progress_record(record_id=str(uuid.uuid4()), eck_id=eck_id(5), school=OTHER_SCHOOL)
+    status, body = await via_own_node(record)
+    add("not activated", "De Polder app", "PUT via own node, school 2", status, body)
     answer = await publisher.put_progress(record)
-    add("not activated", "De Polder", "PUT for another school", answer.status, answer.body)
+    add("not activated", "De Polder", "PUT direct, school 2", answer.status, answer.body)
 
     bad = progress_record(record_id=str(uuid.uuid4()), eck_id="123456782", school=SCHOOL)
     answer = await publisher.put_progress(bad)

@@ -24,13 +24,15 @@ from gateway.activation import ProcessingAgreement
 from gateway.app import Served, serve
 from gateway.config import load_config
 from gateway.node import Node, start_node
+from gateway.outbound import OutboundServed, serve_outbound
 from gateway.tls import client_context
 from trust.oin import oin_for_kvk
 from trust.pki import Issued, create_ca, issue_participant, issue_server
-from trust.register import Client, Keurmerk, Participant, ParticipantStatus, RegisterDocument, Role
+from trust.register import Client, Endpoints, Keurmerk, Participant, ParticipantStatus, RegisterDocument, Role
 from trust.snapshot import sign_snapshot
 from trust.tokens import public_jwk
 
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout: config/ lives there
 SCHOOL = "104A158"  # a RIO OnderwijsaanbiederId
 OTHER_SCHOOL = "30XY123"
 SINCE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -125,6 +127,8 @@ class Federation:
     dashboard: web.AppRunner | None = None
     dashboard_port: int = 0
     clients: list[ParticipantClient] = field(default_factory=list)
+    publisher_node: Node | None = None
+    outbound: OutboundServed | None = None
 
     origin: Federation | None = None  # set for a sibling node of the same deployment
     redis_prefix: str = ""
@@ -306,7 +310,65 @@ class Federation:
                 processing_agreement=agreement,
             )
 
+    async def start_publisher_node(self) -> str:
+        """The publisher's own gateway node, on the sender side: the publisher's application pushes to it over
+        loopback HTTP and it checks the school's activation (recorded here, at the source) before anything
+        leaves, then calls the dashboard's node with its certificate and a token. Returns the URL for the app."""
+        assert self.node is not None
+        endpoints = Endpoints(token=f"{self.base_url}/oauth2/token", api=self.base_url)
+        await self.apply(self.participants_with("dashboard", endpoints=endpoints))
+        publisher = self.parties["publisher"]
+        directory = self.directory / "publisher-node"
+        cert, key = publisher.identity.write(directory, "publisher")
+        root = _ROOT
+        path = directory / "node.toml"
+        path.write_text(
+            textwrap.dedent(f"""\
+            catalogue = "{root / "config" / "catalogue.toml"}"
+            purposes = "{root / "config" / "purposes.toml"}"
+
+            [node]
+            name = "publisher-node"
+            oin = "{publisher.oin}"
+            public_url = "https://127.0.0.1:1"
+            state_dir = "state"
+
+            [tls]
+            certificate = "{cert}"
+            key = "{key}"
+
+            [register]
+            source = "{self.register_path}"
+            operator_key = "{self.directory / "operator.pub.pem"}"
+            poll_interval = 1.0
+
+            [outbound]
+            listen_port = 0
+            client_id = "{publisher.client_id}"
+            kid = "cert"
+            """)
+        )
+        self.publisher_node = await start_node(load_config(path), clock=self.clock)
+        self.outbound = await serve_outbound(self.publisher_node, port=0)
+        agreement = ProcessingAgreement(reference="VWO-2026-0042", valid_from=SINCE)
+        dashboard = self.parties["dashboard"].oin
+        # School 1 activated progress to the dashboard; school 2 only results, so progress about it never leaves.
+        for school, service in [(SCHOOL, "leermateriaalgebruik"), (OTHER_SCHOOL, "resultaten")]:
+            await self.publisher_node.activations.grant(
+                school=school,
+                data_service=service,
+                counterparty=dashboard,
+                purposes=("a", "b", "d", "j"),
+                valid_from=SINCE,
+                processing_agreement=agreement,
+            )
+        return f"http://127.0.0.1:{self.outbound.port}"
+
     async def close(self) -> None:
+        if self.outbound is not None:
+            await self.outbound.close()
+        if self.publisher_node is not None:
+            await self.publisher_node.close()
         for client in self.clients:
             await client.close()
         if self.served is not None:
