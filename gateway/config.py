@@ -226,6 +226,8 @@ def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
                 updates[name] = (base / value).resolve()
             elif isinstance(value, BaseModel):
                 updates[name] = fix(value)
+            elif isinstance(value, tuple) and any(isinstance(item, BaseModel) for item in value):
+                updates[name] = tuple(fix(item) if isinstance(item, BaseModel) else item for item in value)
         return model.model_copy(update=updates)
 
     fixed = fix(config)

@@ -89,3 +89,17 @@ def test_a_catalogue_route_claimed_by_two_services_is_refused(tmp_path: Path):
     )
     with pytest.raises(CatalogueError, match=r"catalogue.toml: .*route PUT /v1/progress/\{id\} is in both"):
         load_catalogue(write(tmp_path, text, "catalogue.toml"))
+
+
+def test_paths_inside_listed_sections_are_relative_to_the_file_too(tmp_path: Path):
+    text = MINIMAL + """
+[[portal.oidc]]
+name = "school-idp"
+issuer = "https://idp.example"
+client_id = "portal"
+client_secret_file = "secrets/idp"
+school_claim = "org"
+schools = ["104A158"]
+"""
+    config = load_config(write(tmp_path, text))
+    assert config.portal.oidc[0].client_secret_file == tmp_path / "secrets" / "idp"
