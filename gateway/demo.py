@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import ssl
 import uuid
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import click
 
 from connectors.samples.federation import OTHER_SCHOOL, SCHOOL, Federation
 from connectors.samples.publisher import progress_record
+from gateway.portal.accounts import SchoolAccounts
 from trust.pki import issue_participant
 
 
@@ -170,6 +172,14 @@ async def run_demo(directory: Path, *, port: int = 8443, keep_serving: bool = Tr
         denied = sum(1 for s in stored if s.record.decision == "denied")
         click.echo(f"\nexchange log: {len(stored)} records ({denied} denials), durable before forwarding.")
         if keep_serving:
+            password = secrets.token_urlsafe(12)
+            assert fed.node is not None
+            accounts = SchoolAccounts(fed.node.config.node.state_dir / "portal-accounts.sqlite")
+            await accounts.add(school=SCHOOL, email="ict@school.example", password=password)
+            click.echo(
+                f"\nSchool portal for {SCHOOL}: {fed.base_url}/portal/  (ict@school.example / {password}; "
+                "the browser will warn about the development CA)"
+            )
             click.echo(try_by_hand(fed))
             await asyncio.Event().wait()  # until Ctrl-C
         return rows
