@@ -47,20 +47,45 @@ class StoredRecord:
 
 
 class ExchangeLog(Protocol):
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-    async def append(self, record: ExchangeRecord) -> int: ...
-    def writable(self) -> bool: ...
-    async def checkpoint(self) -> SignedCheckpoint: ...
+    """What the node, the log API and the school portal use. `GroupCommitLog` implements it on both stores."""
+
+    async def start(self) -> None:
+        """Open the store, create the schema, load the tree, start the group-commit writer (and housekeeping)."""
+
+    async def close(self) -> None:
+        """Write what is queued, sign a last checkpoint if periodic checkpoints are on, stop."""
+
+    async def append(self, record: ExchangeRecord) -> int:
+        """The record's leaf index, once the record is durable. Raises LogWriteFailed on any store failure."""
+
+    def writable(self) -> bool:
+        """For /readyz: False after a failed commit until a later one succeeds (and when not started)."""
+
+    async def checkpoint(self) -> SignedCheckpoint:
+        """Sign (tree size, root hash, time, node OIN) of the committed tree now, and store it."""
+
     async def latest_checkpoint(self) -> SignedCheckpoint | None: ...
+
     async def checkpoints(
         self, *, since: datetime | None = None, until: datetime | None = None
-    ) -> list[SignedCheckpoint]: ...
-    async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]: ...
-    async def consistency_proof(self, size1: int, size2: int) -> list[bytes]: ...
-    async def root_hash(self, tree_size: int) -> bytes: ...
-    def size(self) -> int: ...
-    async def leaf_hashes(self, start: int = 0, end: int | None = None) -> list[bytes]: ...
+    ) -> list[SignedCheckpoint]:
+        """Stored checkpoints made in [since, until], oldest first."""
+
+    async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of leaf `index` in the tree of `tree_size` leaves (<= size())."""
+
+    async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """RFC 9162 consistency proof between tree sizes size1 <= size2 (<= size())."""
+
+    async def root_hash(self, tree_size: int) -> bytes:
+        """The root hash of the tree of the first `tree_size` leaves."""
+
+    def size(self) -> int:
+        """The committed tree size (number of leaves)."""
+
+    async def leaf_hashes(self, start: int = 0, end: int | None = None) -> list[bytes]:
+        """Stored leaf hashes [start, end), pruned records included."""
+
     async def records(
         self,
         *,
@@ -77,11 +102,16 @@ class ExchangeLog(Protocol):
         limit: int = 100,
         offset: int = 0,
         oldest_first: bool = False,
-    ) -> list[StoredRecord]: ...
+    ) -> list[StoredRecord]:
+        """Records scoped by school and/or party_oin (required), filtered; see GroupCommitLog.records."""
+
     async def totals(
         self, *, school: str, since: datetime | None = None, until: datetime | None = None, bucket: Bucket = "day"
-    ) -> list[dict[str, Any]]: ...
-    async def prune(self, older_than: datetime) -> int: ...
+    ) -> list[dict[str, Any]]:
+        """Counts per counterparty, data service and UTC day/hour for one school; see GroupCommitLog.totals."""
+
+    async def prune(self, older_than: datetime) -> int:
+        """Retention: drop record bodies older than the cut-off, keep their leaves; the number dropped."""
 
 
 # --- rows and the tree's right edge ------------------------------------------------------------------
