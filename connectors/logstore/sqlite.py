@@ -1,23 +1,33 @@
 """The embedded exchange-log store: one SQLite file in WAL mode with synchronous=FULL.
 
-Two aiosqlite connections (each its own thread): the writer, used only under the log's store lock, so
-one transaction is open at a time; and a reader for queries and proofs, which WAL lets run beside it.
+Two connections, each on its own thread. The writer is a plain sqlite3 connection on a single-thread executor,
+used only under the log's store lock, so one transaction is open at a time; a whole batch (BEGIN, the inserts,
+COMMIT with its fsync) is one call to that thread, because every hand-over between the event loop and a thread
+costs more than the inserts themselves when the loop is busy with exchanges. The reader is an aiosqlite
+connection for queries and proofs, which WAL lets run beside the writer.
 Times are stored as fixed-width UTC text (`2026-11-23T16:14:54.123456Z`), which sorts as time does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from connectors.logstore.base import Bucket, GroupCommitLog, RecordFilter, Row
 from trust.checkpoint import PrivateKey, SignedCheckpoint
 from trust.transparency import Subtree
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tree (
@@ -74,31 +84,45 @@ class SQLiteExchangeLog(GroupCommitLog):
     def __init__(self, path: Path, *, node_oin: str, signing_key: PrivateKey, **options: Any) -> None:
         super().__init__(node_oin=node_oin, signing_key=signing_key, **options)
         self.path = path
-        self._writer_db: aiosqlite.Connection | None = None
+        self._writer_db: sqlite3.Connection | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._reader_db: aiosqlite.Connection | None = None
-
-    async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
-        await db.execute("PRAGMA busy_timeout=5000")
-        await db.execute("PRAGMA foreign_keys=ON")
-        return db
 
     async def _store_open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_db = await self._connect()
-        await self._writer_db.executescript(SCHEMA)
-        self._reader_db = await self._connect()
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exchange-log-writer")
+        self._writer_db = await self._in_writer(self._connect_writer)
+        self._reader_db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._reader_db.execute("PRAGMA busy_timeout=5000")
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves; the connection lives on the writer thread only.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        return db
 
     async def _store_close(self) -> None:
-        for db in (self._reader_db, self._writer_db):
-            if db is not None:
-                await db.close()
+        if self._reader_db is not None:
+            await self._reader_db.close()
+        if self._writer_db is not None:
+            await self._in_writer(self._writer_db.close)
+        if self._writer_thread is not None:
+            self._writer_thread.shutdown(wait=True)
         self._writer_db = self._reader_db = None
+        self._writer_thread = None
+
+    async def _in_writer(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function` on the writer's thread; calls run one at a time, in the order they were made."""
+        if self._writer_thread is None:
+            raise RuntimeError("the SQLite exchange log is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, partial(function, *args))
 
     @property
-    def _w(self) -> aiosqlite.Connection:
+    def _w(self) -> sqlite3.Connection:
         if self._writer_db is None:
             raise RuntimeError("the SQLite exchange log is not open")
         return self._writer_db
@@ -110,56 +134,80 @@ class SQLiteExchangeLog(GroupCommitLog):
         return self._reader_db
 
     async def _store_size(self) -> int:
-        async with self._w.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree WHERE level = 0") as cursor:
-            row = await cursor.fetchone()
+        db = self._w
+        row = await self._in_writer(
+            lambda: db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree WHERE level = 0").fetchone()
+        )
         return int(row[0]) if row else 0
 
     async def _store_recover(self) -> None:
         # A batch abandoned at its timeout may still be running in the writer's thread (calls run in order):
-        # wait for it, then roll back whatever transaction it left open.
+        # this runs after it, and rolls back whatever transaction it left open.
         db = self._w
-        await db.execute("SELECT 1")
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
+
+        def recover() -> None:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+
+        await self._in_writer(recover)
 
     async def _store_write(self, rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
-        db = self._w
-        await db.execute("BEGIN IMMEDIATE")
+        records = [
+            (
+                r.index,
+                r.leaf_hash,
+                r.record.exchange_id,
+                r.record.kind,
+                sqlite_time(r.at),
+                r.record.school,
+                r.record.caller_oin,
+                r.record.counterparty_oin,
+                r.peer_oin,
+                r.record.data_service,
+                r.record.purpose,
+                r.record.decision,
+                r.record.records,
+                r.record.bytes_out,
+                r.body,
+            )
+            for r in rows
+        ]
+        students = [(h, r.index) for r in rows for h in set(r.record.student_hashes)]
+        abandoned = threading.Event()
         try:
-            await db.executemany(
+            await self._in_writer(self._write_batch, records, students, nodes, abandoned)
+        except asyncio.CancelledError:
+            # The log gave up on this batch (commit timeout) and told its waiters it failed: the call still
+            # running on the writer's thread must not commit it after all.
+            abandoned.set()
+            raise
+
+    def _write_batch(
+        self,
+        records: list[tuple[Any, ...]],
+        students: list[tuple[str, int]],
+        nodes: list[tuple[int, int, bytes]],
+        abandoned: threading.Event,
+    ) -> None:
+        db = self._w
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
                 "INSERT INTO records (idx, leaf_hash, exchange_id, kind, at, school, caller_oin, counterparty_oin,"
                 " peer_oin, data_service, purpose, decision, records, bytes_out, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r.index,
-                        r.leaf_hash,
-                        r.record.exchange_id,
-                        r.record.kind,
-                        sqlite_time(r.at),
-                        r.record.school,
-                        r.record.caller_oin,
-                        r.record.counterparty_oin,
-                        r.peer_oin,
-                        r.record.data_service,
-                        r.record.purpose,
-                        r.record.decision,
-                        r.record.records,
-                        r.record.bytes_out,
-                        r.body,
-                    )
-                    for r in rows
-                ],
+                records,
             )
-            students = [(h, r.index) for r in rows for h in set(r.record.student_hashes)]
             if students:
-                await db.executemany("INSERT INTO record_students (student_hash, idx) VALUES (?, ?)", students)
-            await db.executemany("INSERT INTO tree (level, idx, hash) VALUES (?, ?, ?)", nodes)
-            await db.execute("COMMIT")
+                db.executemany("INSERT INTO record_students (student_hash, idx) VALUES (?, ?)", students)
+            db.executemany("INSERT INTO tree (level, idx, hash) VALUES (?, ?, ?)", nodes)
+            if abandoned.is_set():
+                raise TimeoutError("the batch was abandoned before it committed")
+            db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # a broken connection: the next batch reports it
-                    await db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
             raise
 
     async def _store_subtrees(self, wanted: set[Subtree]) -> dict[Subtree, bytes]:
@@ -189,17 +237,19 @@ class SQLiteExchangeLog(GroupCommitLog):
 
     async def _store_add_checkpoint(self, checkpoint: SignedCheckpoint) -> None:
         db = self._w
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.execute(
-                "INSERT INTO checkpoints (tree_size, made_at, jws) VALUES (?, ?, ?)",
-                (checkpoint.tree_size, sqlite_time(checkpoint.timestamp), checkpoint.jws),
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
+        values = (checkpoint.tree_size, sqlite_time(checkpoint.timestamp), checkpoint.jws)
+
+        def add() -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT INTO checkpoints (tree_size, made_at, jws) VALUES (?, ?, ?)", values)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        await self._in_writer(add)
 
     async def _store_checkpoints(self, since: datetime | None, until: datetime | None, latest_only: bool) -> list[str]:
         if latest_only:
@@ -256,16 +306,17 @@ class SQLiteExchangeLog(GroupCommitLog):
     async def _store_prune(self, older_than: datetime) -> int:
         db = self._w
         cutoff = sqlite_time(older_than)
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.execute(
-                "DELETE FROM record_students WHERE idx IN (SELECT idx FROM records WHERE at < ?)", (cutoff,)
-            )
-            cursor = await db.execute("DELETE FROM records WHERE at < ?", (cutoff,))
-            removed = cursor.rowcount
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
-        return int(removed)
+
+        def prune() -> int:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM record_students WHERE idx IN (SELECT idx FROM records WHERE at < ?)", (cutoff,))
+                removed = db.execute("DELETE FROM records WHERE at < ?", (cutoff,)).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return int(removed)
+
+        return await self._in_writer(prune)
