@@ -7,10 +7,14 @@ import importlib
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import structlog
+
+T = TypeVar("T")
 
 # Sub-command groups live beside the code they operate; they are imported only when used.
 _GROUPS = {
@@ -103,7 +107,16 @@ def serve(config_path: Path, ops_port: int | None, log_level: str) -> None:
             await sender.close()
         await served.close()
 
-    asyncio.run(run())
+    run_loop(run())
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """uvloop where it is installed: the same asyncio, with a faster event loop and TLS transport."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 @main.command()
@@ -120,4 +133,4 @@ def demo(directory: Path, port: int, once: bool) -> None:
     from gateway.demo import run_demo
 
     configure_logging("warning", json=False)
-    asyncio.run(run_demo(directory, port=port, keep_serving=not once))
+    run_loop(run_demo(directory, port=port, keep_serving=not once))

@@ -3,6 +3,7 @@ and the verified identity added."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,8 @@ CLIENT_ONLY_PREFIXES = ("x-forwarded-", "x-ssl-", "edu-")
 EXCHANGE_ID = "Edu-Exchange-Id"
 
 OnComplete = Callable[[int, int], Awaitable[None]]
+
+SMALL_ANSWER = 64 * 1024  # answers up to this size (with a Content-Length) are sent whole; larger ones stream
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -138,6 +141,12 @@ async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.Strea
                     body = await filter_response(node, x, body)
                 await on_complete(upstream.status, len(body))
                 return web.Response(status=upstream.status, body=body, headers=headers)
+            length = upstream.content_length
+            if length is not None and length <= SMALL_ANSWER:
+                # A small answer goes back in one write: one TLS record and one send instead of three.
+                body = await upstream.content.readexactly(length) if length else b""
+                await on_complete(upstream.status, length)
+                return web.Response(status=upstream.status, body=body, headers=headers)
             response = web.StreamResponse(status=upstream.status, headers=headers)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
@@ -170,5 +179,5 @@ async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.Strea
         if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
             raise PayloadTooLarge(f"the request body exceeds {limits.max_body_bytes} bytes", step="limits") from exc
         raise UpstreamUnavailable(f"the offered API broke off its answer: {exc}", step="forward") from exc
-    except (aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
         raise UpstreamUnavailable(f"the offered API cannot be reached: {type(exc).__name__}", step="forward") from exc

@@ -41,7 +41,7 @@ async def main(directory: Path, upstream: str, log_dsn: str | None = None) -> No
 
 
 if __name__ == "__main__":
-    from gateway.cli import configure_logging
+    from gateway.cli import configure_logging, run_loop
 
     parser = argparse.ArgumentParser()
     parser.add_argument("directory", type=Path)
@@ -49,4 +49,4 @@ if __name__ == "__main__":
     parser.add_argument("--log-dsn")
     args = parser.parse_args()
     configure_logging("error")
-    asyncio.run(main(args.directory, args.upstream, args.log_dsn))
+    run_loop(main(args.directory, args.upstream, args.log_dsn))
