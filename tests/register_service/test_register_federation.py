@@ -19,6 +19,7 @@ from register_fixtures import REDIS_URL, Clock
 
 from connectors.samples.federation import SCHOOL, Federation
 from connectors.samples.publisher import ParticipantClient, progress_record
+from trust.pki import issue_server
 from trust.register import ParticipantStatus
 from trust.register_service.keys import public_pem
 from trust.register_service.store import RegisterStore
@@ -45,6 +46,19 @@ async def register_of(federation: Federation, store: RegisterStore) -> None:
         await store.set_participant_status(party.oin, party.status, reason=party.status_reason, actor="operator")
 
 
+class RegisterFollowingNode(Federation):
+    """A gateway node of the sample federation whose `[register]` source is the register service over HTTPS:
+    it verifies the service's certificate with the deployment's CA (`ca_bundle`)."""
+
+    def write_config(self, upstream: str) -> Path:
+        path = super().write_config(upstream)
+        pinned = 'operator_key = "operator.pub.pem"'
+        text = path.read_text()
+        assert pinned in text
+        path.write_text(text.replace(pinned, f'{pinned}\nca_bundle = "register-ca.pem"'))
+        return path
+
+
 @dataclass
 class Deployment:
     store: RegisterStore
@@ -61,18 +75,20 @@ async def deployment_factory(tmp_path: Path, sqlite_store: RegisterStore, operat
 
     async def make(*, max_staleness: float = 30.0) -> Deployment:
         clock = Clock()
-        first = Federation(tmp_path / "node-a", clock=clock, redis_url=REDIS_URL, max_staleness=max_staleness,
-                           redis_prefix=f"edugate-t-{uuid.uuid4().hex[:12]}")
+        first = RegisterFollowingNode(tmp_path / "node-a", clock=clock, redis_url=REDIS_URL,
+                                      max_staleness=max_staleness, redis_prefix=f"edugate-t-{uuid.uuid4().hex[:12]}")
         prefixes.append(first.redis_prefix)
         # The operator of this deployment signs with the service's key: nodes pin it.
         first.operator_key = operator_key  # type: ignore[assignment]
         await register_of(first, sqlite_store)
-        # Plain HTTP on loopback (the service's test mode); nodes verify every snapshot's signature regardless.
-        service = await service_factory(sqlite_store, operator_key, heartbeat=1.0)
+        # The register service over HTTPS, with a server certificate from the deployment's CA.
+        service = await service_factory(sqlite_store, operator_key, heartbeat=1.0,
+                                        tls=issue_server(first.ca, ("127.0.0.1",)))
         first.register_path = service.url  # type: ignore[assignment]  # the nodes' [register] source
-        second = first.sibling(tmp_path / "node-b")
+        second = RegisterFollowingNode(tmp_path / "node-b", clock=clock, max_staleness=max_staleness, origin=first)
         for node in (first, second):
             (node.directory / "operator.pub.pem").write_bytes(public_pem(operator_key))
+            (node.directory / "register-ca.pem").write_bytes(first.ca.cert_pem())
             await node.start()
             started.append(node)
             await node.activate_demo_schools()
@@ -110,6 +126,7 @@ async def test_a_suspension_refuses_the_publisher_on_every_node_within_a_second(
     store, nodes = deployment.store, deployment.nodes
     sources = [node.node.register_source for node in nodes]  # type: ignore[union-attr]
     publisher_oin = nodes[0].parties["publisher"].oin
+    assert all(source.source.startswith("https://") for source in sources)
     deadline = time.perf_counter() + 10
     while sum(s.state.feed_connected for s in sources) != 1:  # one feed for the deployment
         assert time.perf_counter() < deadline, [s.status() for s in sources]
