@@ -173,6 +173,21 @@ def main() -> None:
             )
         )
         wait_port(nginx_port)
+        bare_port = free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "bench/bare_proxy.py",
+                    str(bare_port),
+                    f"http://127.0.0.1:{upstream_port}",
+                    ready["server_cert"],
+                    ready["server_key"],
+                    ready["ca"],
+                ]
+            )
+        )
+        wait_port(bare_port)
 
         token = asyncio.run(get_token(ready["port"], ready))
         record_id = str(uuid.uuid4())
@@ -192,6 +207,7 @@ def main() -> None:
 
         upstream = measure(upstream_port, None, plain)
         nginx = measure(nginx_port, mtls, plain)
+        bare = measure(bare_port, mtls, plain)
         gateway = measure(ready["port"], mtls, with_token)
         rss = peak_rss_kib(node.pid)
 
@@ -202,9 +218,11 @@ def main() -> None:
         print(f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ok':>10}{'errors':>8}")
         print(row("upstream directly (plain HTTP)", upstream))
         print(row("nginx mTLS reverse proxy", nginx))
+        print(row("bare aiohttp mTLS proxy (uvloop)", bare))
         print(row("edugate full path", gateway))
         ratio = gateway.rps / nginx.rps if nginx.rps else 0.0
         print(f"\ngateway/nginx throughput ratio: {ratio:.2f}")
+        print(f"gateway/bare aiohttp proxy ratio: {gateway.rps / bare.rps if bare.rps else 0.0:.2f}")
         print(f"gateway peak RSS: {rss / 1024:.1f} MiB")
         print(
             "(edugate full path = mTLS + certificate + register + token + keurmerk + activation + purpose +"

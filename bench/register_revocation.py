@@ -52,8 +52,15 @@ async def measure(*, rounds: int, feed: bool, poll: float, use_redis: bool) -> l
 
                 redis = aioredis.from_url(REDIS_URL)
                 redis_clients.append(redis)
-            follower = RegisterSource(RegisterHolder(max_staleness=300), source=url, operator_key=key.public_key(),
-                                      poll_interval=poll, feed=feed, redis=redis, redis_prefix=prefix)
+            follower = RegisterSource(
+                RegisterHolder(max_staleness=300),
+                source=url,
+                operator_key=key.public_key(),
+                poll_interval=poll,
+                feed=feed,
+                redis=redis,
+                redis_prefix=prefix,
+            )
             await follower.start()
             followers.append(follower)
         while feed and sum(f.state.feed_connected for f in followers) < (2 if use_redis else 3):  # noqa: ASYNC110
@@ -87,8 +94,10 @@ async def measure(*, rounds: int, feed: bool, poll: float, use_redis: bool) -> l
 def describe(name: str, latencies: list[float]) -> str:
     ordered = sorted(latencies)
     p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
-    return (f"{name:<28} median {statistics.median(ordered) * 1000:8.1f} ms   p95 {p95 * 1000:8.1f} ms   "
-            f"max {ordered[-1] * 1000:8.1f} ms   ({len(ordered)} changes)")
+    return (
+        f"{name:<28} median {statistics.median(ordered) * 1000:8.1f} ms   p95 {p95 * 1000:8.1f} ms   "
+        f"max {ordered[-1] * 1000:8.1f} ms   ({len(ordered)} changes)"
+    )
 
 
 async def main() -> None:

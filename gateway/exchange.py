@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from trust.certificates import PeerIdentity
-    from trust.tokens import AccessToken
-
     from gateway.catalogue import DataService, RouteSpec
+    from trust.certificates import PeerIdentity
     from trust.register import Participant, Register
+    from trust.tokens import AccessToken
 
 
 @dataclass
@@ -44,6 +43,7 @@ class Exchange:
     records: int | None = None
     removed_fields: int = 0
     students: list[str] = field(default_factory=list)  # ECK iDs seen; logged only as keyed hashes
+    student_hashes: tuple[str, ...] | None = None
 
     @property
     def caller_oin(self) -> str | None:

@@ -76,9 +76,18 @@ def _record(node: Node, x: Exchange, **fields: object) -> ExchangeRecord:
         school=school,
         records=x.records,
         removed_fields=x.removed_fields or None,
-        student_hashes=tuple(node.students.hash(school, s) for s in x.students) if school else (),
+        student_hashes=_student_hashes(node, x),
         **fields,
     )
+
+
+def _student_hashes(node: Node, x: Exchange) -> tuple[str, ...]:
+    """The keyed hashes of the students an exchange concerns, made once for its decision and outcome records."""
+    if not x.school or not x.students:
+        return ()
+    if x.student_hashes is None or len(x.student_hashes) != len(x.students):
+        x.student_hashes = tuple(node.students.hash(x.school, s) for s in x.students)
+    return x.student_hashes
 
 
 async def handle_exchange(node: Node, request: web.Request) -> web.StreamResponse:

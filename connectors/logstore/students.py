@@ -22,9 +22,15 @@ class StudentHasher:
         if len(secret) < SECRET_SIZE:
             raise ValueError(f"the student-hash secret must be at least {SECRET_SIZE} bytes")
         self._secret = bytes(secret)
+        self._keys: dict[str, bytes] = {}  # derived once per school: this runs for every exchange
 
     def key_for(self, school: str) -> bytes:
-        return hmac.new(self._secret, _KEY_LABEL + school.encode(), hashlib.sha256).digest()
+        key = self._keys.get(school)
+        if key is None:
+            if len(self._keys) >= 100_000:  # bounded: a flood of made-up school ids cannot grow it forever
+                self._keys.clear()
+            key = self._keys[school] = hmac.new(self._secret, _KEY_LABEL + school.encode(), hashlib.sha256).digest()
+        return key
 
     def hash(self, school: str, eck_id: str) -> str:
         """hex HMAC-SHA256(key_for(school), eck_id)."""
