@@ -310,22 +310,19 @@ class Federation:
                 processing_agreement=agreement,
             )
 
-    async def start_publisher_node(self) -> str:
-        """The publisher's own gateway node, on the sender side: the publisher's application pushes to it over
-        loopback HTTP and it checks the school's activation (recorded here, at the source) before anything
-        leaves, then calls the dashboard's node with its certificate and a token. Returns the URL for the app."""
-        assert self.node is not None
-        endpoints = Endpoints(token=f"{self.base_url}/oauth2/token", api=self.base_url)
-        await self.apply(self.participants_with("dashboard", endpoints=endpoints))
+    def write_publisher_config(
+        self, directory: Path, *, catalogue: Path | None = None, outbound: dict[str, str] | None = None
+    ) -> Path:
+        """The publisher node's config: its certificate, this federation's register, an [outbound] section
+        (`outbound` adds or overrides its keys, as TOML values)."""
         publisher = self.parties["publisher"]
-        directory = self.directory / "publisher-node"
         cert, key = publisher.identity.write(directory, "publisher")
-        root = _ROOT
+        settings = {"listen_port": "0", "client_id": f'"{publisher.client_id}"', "kid": '"cert"', **(outbound or {})}
         path = directory / "node.toml"
         path.write_text(
             textwrap.dedent(f"""\
-            catalogue = "{root / "config" / "catalogue.toml"}"
-            purposes = "{root / "config" / "purposes.toml"}"
+            catalogue = "{catalogue or _ROOT / "config" / "catalogue.toml"}"
+            purposes = "{_ROOT / "config" / "purposes.toml"}"
 
             [node]
             name = "publisher-node"
@@ -343,11 +340,19 @@ class Federation:
             poll_interval = 1.0
 
             [outbound]
-            listen_port = 0
-            client_id = "{publisher.client_id}"
-            kid = "cert"
             """)
+            + "".join(f"{name} = {value}\n" for name, value in settings.items())
         )
+        return path
+
+    async def start_publisher_node(self) -> str:
+        """The publisher's own gateway node, on the sender side: the publisher's application pushes to it over
+        loopback HTTP and it checks the school's activation (recorded here, at the source) before anything
+        leaves, then calls the dashboard's node with its certificate and a token. Returns the URL for the app."""
+        assert self.node is not None
+        endpoints = Endpoints(token=f"{self.base_url}/oauth2/token", api=self.base_url)
+        await self.apply(self.participants_with("dashboard", endpoints=endpoints))
+        path = self.write_publisher_config(self.directory / "publisher-node")
         self.publisher_node = await start_node(load_config(path), clock=self.clock)
         self.outbound = await serve_outbound(self.publisher_node, port=0)
         agreement = ProcessingAgreement(reference="VWO-2026-0042", valid_from=SINCE)

@@ -4,7 +4,6 @@ activation it holds before anything leaves, obtains and caches the receiver's to
 from __future__ import annotations
 
 import json
-import textwrap
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,44 +43,6 @@ class Sending:
             return answer.status, json.loads(raw) if raw else {}, dict(answer.headers)
 
 
-def publisher_config(
-    fed: Federation, directory: Path, catalogue: Path | None = None, outbound: dict[str, str] | None = None
-) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    publisher = fed.parties["publisher"]
-    cert, key = publisher.identity.write(directory, "publisher")
-    path = directory / "node.toml"
-    root = Path(__file__).resolve().parents[2]
-    path.write_text(
-        textwrap.dedent(f"""\
-        catalogue = "{catalogue or root / "config" / "catalogue.toml"}"
-        purposes = "{root / "config" / "purposes.toml"}"
-
-        [node]
-        name = "publisher-node"
-        oin = "{publisher.oin}"
-        public_url = "https://127.0.0.1:1"
-        state_dir = "state"
-
-        [tls]
-        certificate = "{cert}"
-        key = "{key}"
-
-        [register]
-        source = "{fed.register_path}"
-        operator_key = "{fed.directory / "operator.pub.pem"}"
-
-        [outbound]
-        listen_port = 0
-        """)
-        + "".join(
-            f"{key} = {value}\n"
-            for key, value in {"client_id": f'"{publisher.client_id}"', "kid": '"cert"', **(outbound or {})}.items()
-        )
-    )
-    return path
-
-
 @pytest.fixture
 async def sending(tmp_path: Path) -> AsyncIterator[Sending]:
     async with sending_through(tmp_path) as ready:
@@ -97,7 +58,8 @@ async def sending_through(
     await fed.activate_demo_schools()  # the receiver's own activations (it checks them inbound)
     endpoints = Endpoints(token=f"{fed.base_url}/oauth2/token", api=fed.base_url)
     await fed.apply(fed.participants_with("dashboard", endpoints=endpoints))
-    node = await start_node(load_config(publisher_config(fed, tmp_path / "publisher", catalogue, outbound)))
+    config = fed.write_publisher_config(tmp_path / "publisher", catalogue=catalogue, outbound=outbound)
+    node = await start_node(load_config(config))
     served = await serve_outbound(node, port=0)
     await node.activations.grant(  # the source side's record of the school's decision
         school=SCHOOL,
