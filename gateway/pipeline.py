@@ -20,6 +20,7 @@ from gateway.checks.attributes import attributes
 from gateway.checks.certificate import client_certificate, participant_admitted
 from gateway.checks.keurmerk import keurmerk, scope
 from gateway.checks.limits import request_limits
+from gateway.checks.payload import reference_values
 from gateway.checks.purpose import purpose
 from gateway.checks.register import register_fresh
 from gateway.checks.route import route
@@ -141,8 +142,28 @@ async def _outcome(node: Node, x: Exchange, status: int, size: int) -> None:
     )
 
 
+async def _claimed_school(node: Node, x: Exchange) -> None:
+    """A refusal before the school step still belongs in that school's view: a participant that was refused
+    (suspended, no keurmerk, a bad token) tried to exchange data about its students. Only for callers with a
+    verified certificate, only for schools known here; best effort, so it never changes the answer."""
+    if x.school is not None or x.peer is None:
+        return
+    try:
+        if x.service is None:
+            matched, x.path_params = node.routes.match(x.request.method, x.request.path)
+            x.service, x.route = matched.service, matched.spec
+        for location in x.service.school.request:
+            for value in await reference_values(node, x, location, step="log"):
+                if isinstance(value, str) and await node.activations.is_known_school(value.strip()):
+                    x.school = value.strip()
+                    return
+    except Exception:
+        return
+
+
 async def refuse(node: Node, x: Exchange, denial: Denial) -> web.Response:
     """Answer a denial in the Edu-V format, and log it (who, what, which step, why) like any exchange."""
+    await _claimed_school(node, x)
     latency = x.elapsed_ms()
     record = _record(
         node,

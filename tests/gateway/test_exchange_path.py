@@ -190,6 +190,20 @@ async def test_a_participant_suspended_after_its_token_was_issued_is_refused_on_
     assert (await last_denial(federation)).step == "participant"
 
 
+async def test_a_refused_attempt_shows_in_the_view_of_the_school_it_names(federation: Federation):
+    publisher = federation.client("publisher")
+    token = await publisher.token(scope="progress", purpose="b")
+    await federation.apply(federation.participants_with("publisher", status="suspended", status_reason="breach"))
+    answer = await push(publisher, token, record())
+    assert_edu(answer, 403)
+    assert federation.node is not None
+    seen = await federation.node.log.records(school=SCHOOL, decision="denied")
+    assert [(r.record.step, r.record.caller_oin) for r in seen] == [
+        ("participant", federation.parties["publisher"].oin)
+    ]
+    assert seen[0].record.data_service == "leermateriaalgebruik"
+
+
 async def test_a_withdrawal_bites_at_its_effective_time_without_further_action(federation: Federation):
     publisher = federation.client("publisher")
     token = await publisher.token(scope="progress", purpose="b")

@@ -35,7 +35,7 @@ async def test_metrics_count_exchanges_by_service_and_decision(federation: Feder
     status, text = await ops_get(federation, "/metrics")
     assert status == 200
     assert 'edugate_exchanges_total{data_service="leermateriaalgebruik",decision="allowed",step=""} 1.0' in text
-    assert 'edugate_exchanges_total{data_service="-",decision="denied",step="token"} 1.0' in text
+    assert 'edugate_exchanges_total{data_service="leermateriaalgebruik",decision="denied",step="token"} 1.0' in text
     assert "edugate_register_age_seconds" in text and "edugate_register_serial 1.0" in text
     assert "edugate_log_writable 1.0" in text
     assert "edugate_exchange_seconds_bucket" in text
