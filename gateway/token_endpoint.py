@@ -5,7 +5,7 @@ Errors carry both the OAuth fields (RFC 6749 §5.2) and the Edu-V fields, so eit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -14,6 +14,7 @@ from gateway.checks.certificate import client_certificate, participant_admitted
 from gateway.checks.register import register_fresh
 from gateway.denials import Denial
 from gateway.exchange import Exchange
+from gateway.purposes import PurposeRefused, allowed_purposes
 from trust.tokens import TokenRejected
 
 if TYPE_CHECKING:
@@ -137,18 +138,8 @@ async def _grant(node: Node, x: Exchange, form: dict[str, str]) -> tuple[set[str
     purposes = form.get("purpose", "").split()
     if not purposes:
         raise OAuthError("invalid_request", "a purpose (covenant art. 5.2 code) is required")
-    services = [certified[s] for s in requested]
-    purposes_allowed = allowed_purposes(services, purposes)
-    return requested, purposes_allowed
-
-
-def allowed_purposes(services: list[Any], requested: list[str]) -> set[str]:
-    """Each requested purpose must be allowed by at least one granted data service; none is added."""
-    offered = {code for service in services for code in service.purposes}
-    refused = [code for code in requested if code not in offered]
-    if refused:
-        raise OAuthError(
-            "invalid_request",
-            f"purpose {', '.join(refused)} is not allowed for the data service(s) requested",
-        )
-    return set(requested)
+    try:  # each purpose must be allowed by a granted data service; the token never gets more than was asked
+        granted = allowed_purposes(node.catalogue, node.purposes, [certified[s] for s in requested], purposes)
+    except PurposeRefused as exc:
+        raise OAuthError("invalid_request", str(exc)) from exc
+    return requested, granted

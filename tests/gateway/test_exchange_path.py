@@ -460,3 +460,15 @@ async def test_malformed_token_requests_get_oauth_and_edu_v_errors(federation: F
     assert answer.status == 400 and answer.body["error"] == "unsupported_grant_type" and answer.body["status"] == "0099"
     answer = await publisher.call("POST", "/oauth2/token", token=None, json={"grant_type": "client_credentials"})
     assert answer.status == 400 and answer.body["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("purpose", ["q", "zz"])
+async def test_a_token_is_refused_for_a_purpose_its_data_services_do_not_allow(federation: Federation, purpose: str):
+    answer = await federation.client("publisher").request_token(scope="progress", purpose=purpose)
+    assert answer.status == 400 and answer.body["error"] == "invalid_request"
+    assert repr(purpose)[1:-1] in answer.body["error_description"]
+
+
+async def test_a_token_request_without_a_purpose_is_refused(federation: Federation):
+    answer = await federation.client("publisher").request_token(scope="progress", purpose="")
+    assert answer.status == 400 and "purpose" in answer.body["error_description"]
