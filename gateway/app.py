@@ -6,9 +6,12 @@ import asyncio
 import ssl
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
@@ -96,6 +99,73 @@ def create_ops_app(node: Node) -> web.Application:
     return app
 
 
+class _NodeRunner(web.AppRunner):
+    """An AppRunner whose connections answer what aiohttp refuses by itself (a request line or headers it cannot
+    parse, a handler that crashed) in the Edu-V format too, and log it as a denial at step `http`."""
+
+    def __init__(self, app: web.Application, *, node: Node, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._node = node
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        handler_class = _edu_v_request_handler(self._node)
+
+        class NodeServer(web.Server):
+            def __call__(self) -> RequestHandler:
+                return handler_class(self, loop=self._loop, **self._kwargs)
+
+        server.__class__ = NodeServer  # the same server; only the class of its connections' handlers differs
+        return server
+
+
+def _edu_v_request_handler(node: Node) -> type[RequestHandler]:
+    class EduVRequestHandler(RequestHandler):
+        def handle_error(
+            self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+        ) -> web.StreamResponse:
+            super().handle_error(request, status, exc, message)  # aiohttp's own logging and checks
+            reason = (
+                "the request could not be parsed as HTTP/1.1"
+                if status == 400
+                else "the node failed to handle the request"
+            )
+            if message and status < 500:
+                reason = f"{reason}: {message.splitlines()[0][:200]}"
+            _log_outside_pipeline(node, step="http", reason=reason)
+            body = {"status": "0011" if status == 400 else "0099", "statusMessage": reason}
+            response = web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+            response.force_close()
+            return response
+
+    return EduVRequestHandler
+
+
+def _log_outside_pipeline(node: Node, *, step: str, reason: str) -> None:
+    """A refusal that never reached the pipeline (TLS, unparseable HTTP) still gets its record."""
+    log.info("denied", step=step, reason=reason)
+    record = ExchangeRecord(
+        exchange_id=str(uuid.uuid4()),
+        kind="decision",
+        at=node.clock(),
+        node=node.oin,
+        decision="denied",
+        step=step,
+        reason=reason,
+        counterparty_oin=node.oin,
+    )
+
+    async def write() -> None:
+        try:
+            await node.log.append(record)
+        except LogWriteFailed:
+            log.error("denial not logged", step=step)
+
+    task = asyncio.get_running_loop().create_task(write())
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
 @dataclass
 class Served:
     """A running node: its bound port(s) and how to stop it gracefully."""
@@ -121,27 +191,7 @@ def handshake_logger(node: Node) -> HandshakeFailure:
     def failed(exc: ssl.SSLError) -> None:
         node.metrics.handshake_failures.inc()
         reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-        log.info("denied", step="tls", reason=reason)
-        record = ExchangeRecord(
-            exchange_id=str(uuid.uuid4()),
-            kind="decision",
-            at=node.clock(),
-            node=node.oin,
-            decision="denied",
-            step="tls",
-            reason=f"TLS handshake refused: {reason}",
-            counterparty_oin=node.oin,
-        )
-
-        async def write() -> None:
-            try:
-                await node.log.append(record)
-            except LogWriteFailed:
-                log.error("handshake denial not logged")
-
-        task = asyncio.get_running_loop().create_task(write())
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
+        _log_outside_pipeline(node, step="tls", reason=f"TLS handshake refused: {reason}")
 
     return failed
 
@@ -162,8 +212,9 @@ async def serve(
     if node.registers.register is not None:
         trust_cas(context, node.registers.register.trusted_ca_pems)
     node.registers.listeners.append(lambda register: trust_cas(context, register.trusted_ca_pems))
-    runner = web.AppRunner(
+    runner = _NodeRunner(
         create_app(node),
+        node=node,
         access_log=None,
         shutdown_timeout=shutdown_timeout,
         # aiohttp's own header limits sit above the node's, so the node's limit answers in the Edu-V format.

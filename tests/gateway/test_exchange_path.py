@@ -472,3 +472,26 @@ async def test_a_token_is_refused_for_a_purpose_its_data_services_do_not_allow(f
 async def test_a_token_request_without_a_purpose_is_refused(federation: Federation):
     answer = await federation.client("publisher").request_token(scope="progress", purpose="")
     assert answer.status == 400 and "purpose" in answer.body["error_description"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"PUT /v1/progress/x HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+        b"PUT /v1/progress/x HTTP/1.1\r\nHost: a\r\nBad Header Name: x\r\n\r\n",
+        b"\x16\x03\x01garbage\r\n\r\n",
+    ],
+    ids=["bad-content-length", "bad-header-name", "not-http"],
+)
+async def test_a_request_aiohttp_cannot_parse_gets_an_edu_v_400_and_is_logged(federation: Federation, raw: bytes):
+    assert federation.served is not None
+    context = federation.trust(federation.parties["publisher"].identity)
+    reader, writer = await asyncio.open_connection("127.0.0.1", federation.served.port, ssl=context)
+    writer.write(raw)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"400" and b"application/json" in head
+    assert json.loads(body)["status"] == "0011"
+    denial = await last_denial(federation)
+    assert denial.step == "http" and "could not be parsed" in (denial.reason or "")
