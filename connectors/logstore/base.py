@@ -122,6 +122,12 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+RECORD_COLUMNS = (
+    "idx", "leaf_hash", "exchange_id", "kind", "at", "school", "caller_oin", "counterparty_oin", "peer_oin",
+    "data_service", "purpose", "decision", "records", "bytes_out", "body",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Row:
     """A record as the stores write it: canonical body, leaf hash, and the columns queries filter on."""
@@ -139,6 +145,19 @@ class Row:
     def peer_oin(self) -> str | None:
         """The other party, seen from this node: the caller of an inbound exchange, the receiver of an outbound."""
         return self.record.caller_oin if self.record.direction == "inbound" else self.record.counterparty_oin
+
+    def columns(self, at: Any) -> tuple[Any, ...]:
+        """The values of RECORD_COLUMNS for this row (`at` in the store's own form)."""
+        r = self.record
+        return (
+            self.index, self.leaf_hash, r.exchange_id, r.kind, at, r.school, r.caller_oin, r.counterparty_oin,
+            self.peer_oin, r.data_service, r.purpose, r.decision, r.records, r.bytes_out, self.body,
+        )  # fmt: skip
+
+
+def student_rows(rows: Sequence[Row]) -> list[tuple[str, int]]:
+    """(student hash, record index) pairs, each student once per record."""
+    return [(h, r.index) for r in rows for h in set(r.record.student_hashes)]
 
 
 @dataclass(frozen=True)

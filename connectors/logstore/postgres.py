@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from connectors.logstore.base import Bucket, GroupCommitLog, RecordFilter, Row
+from connectors.logstore.base import RECORD_COLUMNS, Bucket, GroupCommitLog, RecordFilter, Row, student_rows
 from trust.checkpoint import PrivateKey, SignedCheckpoint
 from trust.transparency import Subtree
 
@@ -101,45 +101,10 @@ class PostgresExchangeLog(GroupCommitLog):
         async with self._p.acquire() as conn, conn.transaction():
             await conn.copy_records_to_table(
                 "records",
-                columns=[
-                    "idx",
-                    "leaf_hash",
-                    "exchange_id",
-                    "kind",
-                    "at",
-                    "school",
-                    "caller_oin",
-                    "counterparty_oin",
-                    "peer_oin",
-                    "data_service",
-                    "purpose",
-                    "decision",
-                    "records",
-                    "bytes_out",
-                    "body",
-                ],
-                records=[
-                    (
-                        r.index,
-                        r.leaf_hash,
-                        r.record.exchange_id,
-                        r.record.kind,
-                        r.at,
-                        r.record.school,
-                        r.record.caller_oin,
-                        r.record.counterparty_oin,
-                        r.peer_oin,
-                        r.record.data_service,
-                        r.record.purpose,
-                        r.record.decision,
-                        r.record.records,
-                        r.record.bytes_out,
-                        r.body,
-                    )
-                    for r in rows
-                ],
+                columns=list(RECORD_COLUMNS),
+                records=[r.columns(r.at) for r in rows],
             )
-            students = [(h, r.index) for r in rows for h in set(r.record.student_hashes)]
+            students = student_rows(rows)
             if students:
                 await conn.copy_records_to_table("record_students", columns=["student_hash", "idx"], records=students)
             await conn.copy_records_to_table("tree", columns=["level", "idx", "hash"], records=nodes)

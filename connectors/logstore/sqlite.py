@@ -23,11 +23,13 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from connectors.logstore.base import Bucket, GroupCommitLog, RecordFilter, Row
+from connectors.logstore.base import RECORD_COLUMNS, Bucket, GroupCommitLog, RecordFilter, Row, student_rows
 from trust.checkpoint import PrivateKey, SignedCheckpoint
 from trust.transparency import Subtree
 
 T = TypeVar("T")
+
+_INSERT_RECORD = f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tree (
@@ -152,27 +154,8 @@ class SQLiteExchangeLog(GroupCommitLog):
         await self._in_writer(recover)
 
     async def _store_write(self, rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
-        records = [
-            (
-                r.index,
-                r.leaf_hash,
-                r.record.exchange_id,
-                r.record.kind,
-                sqlite_time(r.at),
-                r.record.school,
-                r.record.caller_oin,
-                r.record.counterparty_oin,
-                r.peer_oin,
-                r.record.data_service,
-                r.record.purpose,
-                r.record.decision,
-                r.record.records,
-                r.record.bytes_out,
-                r.body,
-            )
-            for r in rows
-        ]
-        students = [(h, r.index) for r in rows for h in set(r.record.student_hashes)]
+        records = [r.columns(sqlite_time(r.at)) for r in rows]
+        students = student_rows(rows)
         abandoned = threading.Event()
         try:
             await self._in_writer(self._write_batch, records, students, nodes, abandoned)
@@ -193,9 +176,7 @@ class SQLiteExchangeLog(GroupCommitLog):
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT INTO records (idx, leaf_hash, exchange_id, kind, at, school, caller_oin, counterparty_oin,"
-                " peer_oin, data_service, purpose, decision, records, bytes_out, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_RECORD,
                 records,
             )
             if students:
