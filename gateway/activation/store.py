@@ -209,14 +209,11 @@ class ActivationStore:
         processing_agreement: ProcessingAgreement | None = None,
     ) -> Activation:
         """A counterparty asks a school to activate a data service: recorded as requested, admits nothing yet."""
-        now = _now()
-        return await self._insert(
-            _new(
-                school=school, data_service=data_service, counterparty=counterparty, purposes=tuple(purposes),
-                status=ActivationStatus.REQUESTED, valid_from=valid_from or now, valid_until=valid_until,
-                processing_agreement=processing_agreement, requested_at=now, updated_at=now,
-            )
-        )
+        return await self._record(
+            ActivationStatus.REQUESTED, school=school, data_service=data_service, counterparty=counterparty,
+            purposes=purposes, valid_from=valid_from, valid_until=valid_until,
+            processing_agreement=processing_agreement,
+        )  # fmt: skip
 
     async def grant(
         self,
@@ -230,15 +227,20 @@ class ActivationStore:
         processing_agreement: ProcessingAgreement | None = None,
     ) -> Activation:
         """The school activates a data service for a counterparty directly (no request first)."""
+        return await self._record(
+            ActivationStatus.ACTIVE, school=school, data_service=data_service, counterparty=counterparty,
+            purposes=purposes, valid_from=valid_from, valid_until=valid_until,
+            processing_agreement=processing_agreement,
+        )  # fmt: skip
+
+    async def _record(
+        self, status: ActivationStatus, *, purposes: Sequence[str], valid_from: datetime | None, **fields: Any
+    ) -> Activation:
         now = _now()
         return await self._insert(
-            _new(
-                school=school, data_service=data_service, counterparty=counterparty, purposes=tuple(purposes),
-                status=ActivationStatus.ACTIVE, valid_from=valid_from or now, valid_until=valid_until,
-                processing_agreement=processing_agreement, requested_at=now, updated_at=now,
-            )
-        )
-
+            _new(status=status, purposes=tuple(purposes), valid_from=valid_from or now, requested_at=now,
+                 updated_at=now, **fields)
+        )  # fmt: skip
     async def _owned(self, activation_id: str, school: str) -> Activation:
         activation = await self.get(activation_id)
         if activation.school != school:  # the same answer as for an unknown id: ids of others are not confirmed
