@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -88,7 +89,14 @@ def serve(config_path: Path, ops_port: int | None, log_level: str) -> None:
             node = await start_node(config)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
-        served = await serve_node(node, ops_port=ops_port)
+        try:
+            served = await serve_node(node, ops_port=ops_port)
+        except (OSError, ssl.SSLError) as exc:  # the TLS files, or the port
+            await node.close()
+            raise click.ClickException(
+                f"{config_path}: cannot listen with [tls] certificate={config.tls.certificate} key={config.tls.key} "
+                f"on {config.node.listen_host}:{config.node.listen_port}: {exc}"
+            ) from exc
         sender = None
         if config.outbound is not None:  # this participant's applications send through the node too
             from gateway.outbound import serve_outbound

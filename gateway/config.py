@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trust.oin import parse_oin
 
+# The catalogue and purposes that come with edugate (config/ in the source tree and the container image).
+SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config"
+
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used. The message names the file, the key and the problem."""
@@ -187,8 +190,8 @@ class NodeConfig(_Section):
     pseudonyms: PseudonymSection = PseudonymSection()
     outbound: OutboundSection | None = None  # absent: this node only receives
     portal: PortalSection = PortalSection()
-    catalogue: Path = Path("config/catalogue.toml")
-    purposes: Path = Path("config/purposes.toml")
+    catalogue: Path = SHIPPED_CONFIG / "catalogue.toml"  # a relative path set in the file is taken from its folder
+    purposes: Path = SHIPPED_CONFIG / "purposes.toml"
     # data service name -> base URL of the API this node offers for it
     upstreams: dict[str, str] = Field(default_factory=dict)
 

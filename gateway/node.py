@@ -17,13 +17,13 @@ from connectors.logstore.students import StudentHasher
 from connectors.register_source import RegisterSource
 from connectors.replay import InProcessReplayCache, RedisReplayCache, ReplayCache
 from gateway.activation import ActivationStore, open_activations
-from gateway.catalogue import Catalogue, Direction, load_catalogue
+from gateway.catalogue import Catalogue, CatalogueError, Direction, load_catalogue
 from gateway.checks.attributes import filter_response
 from gateway.checks.route import Routes
 from gateway.config import ConfigError, NodeConfig
 from gateway.metrics import Metrics
 from gateway.pseudonyms import Pseudonyms, load_pseudonyms
-from gateway.purposes import Purposes, load_purposes
+from gateway.purposes import Purposes, PurposesError, load_purposes
 from gateway.tls import client_context
 from gateway.token_endpoint import TOKEN_PATH
 from trust.certificates import ClientCertificateVerifier
@@ -102,7 +102,21 @@ class Node:
 
 
 async def start_node(config: NodeConfig, *, clock: Callable[[], datetime] = _utcnow) -> Node:
-    """Build and start a node: load the catalogue, the first register, the log; nothing listens yet."""
+    """Build and start a node: load the catalogue, the first register, the log; nothing listens yet.
+    A file the configuration names that is missing or unusable raises ConfigError naming it."""
+    try:
+        return await _start_node(config, clock)
+    except (CatalogueError, PurposesError) as exc:
+        raise ConfigError(str(exc)) from exc
+    except OSError as exc:
+        raise ConfigError(f"{exc.filename or 'a file named in the configuration'}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"a key or certificate named in the configuration is unusable: {exc}") from exc
+
+
+async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node:
     catalogue = load_catalogue(config.catalogue)
     unknown = sorted(set(config.upstreams) - set(catalogue.services))
     if unknown:

@@ -103,3 +103,27 @@ schools = ["104A158"]
 """
     config = load_config(write(tmp_path, text))
     assert config.portal.oidc[0].client_secret_file == tmp_path / "secrets" / "idp"
+
+
+async def test_a_file_the_config_names_that_is_missing_stops_the_node_with_its_name(tmp_path: Path):
+    from gateway.node import start_node
+
+    config = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(ConfigError, match=r"operator\.pem: No such file"):
+        await start_node(config)
+
+
+async def test_a_broken_catalogue_stops_the_node_naming_the_catalogue_key_and_problem(tmp_path: Path):
+    from gateway.node import start_node
+
+    shipped = (Path(__file__).resolve().parents[2] / "config" / "catalogue.toml").read_text()
+    write(tmp_path, shipped.replace('data_class = "IV"', 'data_class = "V"', 1), "catalogue.toml")
+    config = load_config(write(tmp_path, 'catalogue = "catalogue.toml"\n' + MINIMAL))
+    expected = r"catalogue\.toml: services\.leermateriaalgebruik\.data_class: Input should be"
+    with pytest.raises(ConfigError, match=expected):
+        await start_node(config)
+
+
+def test_the_shipped_catalogue_is_the_default_wherever_the_config_lives(tmp_path: Path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.catalogue.is_file() and config.purposes.is_file()
