@@ -57,6 +57,33 @@ def algorithms_for(key: PrivateKey | PublicKey) -> tuple[str, ...]:
     raise KeyNotUsable(f"unsupported key type {type(key).__name__}")
 
 
+# Header parameters that would let a JWS choose its own key, or demand processing we do not do.
+FORBIDDEN_HEADERS = ("crit", "jku", "x5u", "jwk", "x5c")
+
+
+def signing_algorithm(key: PrivateKey | PublicKey) -> str:
+    """The one algorithm the node's and the operator's own keys sign and verify with: ES256 (P-256) or EdDSA."""
+    algorithm = algorithms_for(key)[0]
+    if algorithm not in ("ES256", "EdDSA"):
+        raise KeyNotUsable("signing keys must be EC P-256 (ES256) or Ed25519 (EdDSA)")
+    return algorithm
+
+
+def pinned_header(token: str | bytes, typ: str) -> dict[str, Any]:
+    """The header of a compact JWS checked against a pinned key: its `typ` must be `typ`, and it may neither
+    name nor carry a key, nor demand a critical extension. Raises ValueError saying which."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise ValueError(f"not a JWS: {exc}") from exc
+    if header.get("typ") != typ:
+        raise ValueError(f"typ must be {typ!r}, got {header.get('typ')!r}")
+    for name in FORBIDDEN_HEADERS:
+        if name in header:
+            raise ValueError(f"header parameter {name!r} is not accepted")
+    return header
+
+
 def public_jwk(key: PrivateKey | PublicKey, kid: str) -> dict[str, Any]:
     """The public JWK of `key` with `kid` and `use: sig` (and `alg` where the key type has only one)."""
     key = _public(key)

@@ -28,6 +28,7 @@ import jwt
 from connectors.replay import ReplayCache, ReplayCacheUnavailable
 from trust.certificates import PeerIdentity
 from trust.jwks import (
+    FORBIDDEN_HEADERS,
     JwksFetcher,
     JwksUnavailable,
     KeyNotUsable,
@@ -56,8 +57,6 @@ __all__ = [
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type, not a secret)
 MAX_ACCESS_TOKEN_LIFETIME = 300
 ASSERTION_ALGORITHMS = frozenset({"ES256", "EdDSA", "PS256", "RS256"})
-# Header parameters that would let the token choose its own key, or demand processing we do not do.
-FORBIDDEN_HEADERS = ("crit", "jku", "x5u", "jwk", "x5c")
 # An access token must never pass as a client assertion (or the reverse): refuse each other's typ.
 ASSERTION_TYPS = frozenset({None, "JWT", "jwt", "client-authentication+jwt"})
 MAX_TOKEN_BYTES = 8192
