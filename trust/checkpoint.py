@@ -9,9 +9,7 @@ Verifiers pin the node's public key; nothing in the checkpoint chooses the key o
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from trust.jwks import pinned_header, signing_algorithm
+from trust.keys import key_id, load_or_create_key, public_pem
 
 CHECKPOINT_TYP = "edugate-checkpoint+jws"
 
@@ -39,12 +38,6 @@ class SignedCheckpoint:
     root_hash: bytes
     timestamp: datetime
     jws: str  # the signed form; the fields above are what it says
-
-
-def key_id(key: PrivateKey | PublicKey) -> str:
-    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) else key
-    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
 def _utc_text(moment: datetime) -> str:
@@ -101,34 +94,10 @@ def verify_checkpoint(token: str, key: PublicKey) -> SignedCheckpoint:
 
 def load_or_create_signing_key(path: Path) -> PrivateKey:
     """The log's signing key at `path` (PEM, Ed25519 or EC P-256), or a new Ed25519 key written there (0600)."""
-    try:
-        pem = path.read_bytes()
-    except FileNotFoundError:
-        pem = None
-    if pem is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = ed25519.Ed25519PrivateKey.generate()
-        data = new.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pem = path.read_bytes()
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            return new
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-        raise ValueError(f"{path}: the log signing key must be an Ed25519 or EC P-256 private key")
-    signing_algorithm(key)
-    return key
+    return load_or_create_key(path, create=ed25519.Ed25519PrivateKey.generate)
 
 
-def public_key_pem(key: PrivateKey | PublicKey) -> bytes:
-    public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) else key
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+public_key_pem = public_pem  # what `edugate log verify --public-key` takes
 
 
 def load_public_key(pem: bytes) -> PublicKey:

@@ -1,35 +1,68 @@
-"""Signing keys kept on disk: loaded if present, created (0600) if not, with a stable key id."""
+"""Signing keys kept on disk (the node's token key, the log's checkpoint key, the operator's register key): loaded
+if present, created with mode 0600 if not, with a stable key id and the public PEM that others pin."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from trust.jwks import signing_algorithm
+
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+VerifyingKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 
-def load_or_create_key(path: Path) -> SigningKey:
-    """An EC P-256 key at `path`, created with mode 0600 if the file does not exist."""
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-            raise ValueError(f"{path}: expected an EC P-256 or Ed25519 private key")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = ec.generate_private_key(ec.SECP256R1())
-    pem = new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-    return new
+def new_p256() -> SigningKey:
+    return ec.generate_private_key(ec.SECP256R1())
 
 
-def key_id(key: SigningKey) -> str:
+def load_or_create_key(path: Path, *, create: Callable[[], SigningKey] = new_p256) -> SigningKey:
+    """The key at `path`, or a new one from `create` written there with mode 0600. Two processes starting at
+    once end up with the same key: the file is created exclusively, and the loser reads the winner's."""
+    try:
+        pem: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        pem = None
+    if pem is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = create()
+        data = new.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pem = path.read_bytes()
+        else:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            return new
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError(f"{path}: expected an EC P-256 or Ed25519 private key")
+    try:
+        signing_algorithm(key)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return key
+
+
+def _public(key: SigningKey | VerifyingKey) -> VerifyingKey:
+    return key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) else key
+
+
+def key_id(key: SigningKey | VerifyingKey) -> str:
     """base64url SHA-256 of the public key's DER: stable across restarts, changes with the key."""
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = _public(key).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+def public_pem(key: SigningKey | VerifyingKey) -> bytes:
+    """The public key in PEM, as others pin it."""
+    return _public(key).public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
