@@ -207,13 +207,16 @@ async def test_a_refused_attempt_shows_in_the_view_of_the_school_it_names(federa
 async def test_a_withdrawal_bites_at_its_effective_time_without_further_action(federation: Federation):
     publisher = federation.client("publisher")
     token = await publisher.token(scope="progress", purpose="b")
-    soon = datetime.now(UTC) + timedelta(seconds=1)
+    # Far enough ahead that a slow machine still pushes before it; the register does not change again after.
+    soon = datetime.now(UTC) + timedelta(seconds=3)
     await federation.apply(
         federation.participants_with("publisher", withdrawal_effective=soon, withdrawal_reason="uittreding")
     )
-    assert (await push(publisher, token, record())).status == 201
+    before = await push(publisher, token, record())
+    assert datetime.now(UTC) < soon, "the machine was too slow to push before the effective time"
+    assert before.status == 201
     while datetime.now(UTC) < soon:
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     answer = await push(publisher, token, record())
     assert_edu(answer, 403)
     assert "withdrew" in answer.body["statusMessage"]
