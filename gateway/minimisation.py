@@ -52,8 +52,10 @@ class DirectIdentifier(MinimisationRefused):
 Step = tuple[Literal["key"], str] | tuple[Literal["item"], None]
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_path(path: str) -> tuple[Step, ...]:
-    """`records[].student.id` -> key records, item, key student, key id."""
+    """`records[].student.id` -> key records, item, key student, key id. Cached: the catalogue's paths are
+    few and are looked up on every exchange."""
     if not path or path != path.strip():
         raise PathError(f"{path!r}: a JSON path is a non-empty string without surrounding spaces")
     steps: list[Step] = []

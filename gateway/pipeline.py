@@ -6,7 +6,6 @@ Each check is `check(node, exchange)`; it passes by returning and refuses by rai
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -57,7 +56,7 @@ log = structlog.get_logger("edugate.exchange")
 async def run_checks(checks: Sequence[Check], node: Node, x: Exchange) -> None:
     for check in checks:
         result = check(node, x)
-        if inspect.isawaitable(result):
+        if result is not None:  # an async check's coroutine (a sync check returns None)
             await result
 
 
