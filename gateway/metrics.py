@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -36,6 +37,21 @@ class Metrics:
         self.log_writable = Gauge(
             "edugate_log_writable", "1 while the exchange log accepts writes", registry=self.registry
         )
+
+        # The labelled children an exchange touches, kept rather than looked up (validated, locked) each time.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def exchange(self, data_service: str, decision: str, step: str, seconds: float) -> None:
+        """Count one exchange and observe its latency."""
+        key = (data_service, decision, step)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.exchanges.labels(data_service, decision, step),
+                self.latency.labels(data_service, decision),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def bind(
         self, register_age: Callable[[], float], register_serial: Callable[[], float], log_writable: Callable[[], float]

@@ -126,8 +126,7 @@ async def _outcome(node: Node, x: Exchange, status: int, size: int) -> None:
         # The decision record is durable already; the exchange happened. Say so loudly, refuse nothing.
         log.error("outcome not logged", exchange_id=x.id)
     service = x.service.name if x.service else "-"
-    node.metrics.exchanges.labels(service, "allowed", "").inc()
-    node.metrics.latency.labels(service, "allowed").observe(latency / 1000.0)
+    node.metrics.exchange(service, "allowed", "", latency / 1000.0)
     log.info(
         "exchange",
         exchange_id=x.id,
@@ -180,8 +179,7 @@ async def refuse(node: Node, x: Exchange, denial: Denial) -> web.Response:
     except LogWriteFailed:
         log.error("denial not logged", exchange_id=x.id, step=denial.step)
     service = x.service.name if x.service else "-"
-    node.metrics.exchanges.labels(service, "denied", denial.step).inc()
-    node.metrics.latency.labels(service, "denied").observe(latency / 1000.0)
+    node.metrics.exchange(service, "denied", denial.step, latency / 1000.0)
     log.info(
         "denied",
         exchange_id=x.id,
