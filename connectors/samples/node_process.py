@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from connectors.samples.federation import Federation
+from gateway.cli import settle_heap
 
 
 async def main(directory: Path, upstream: str, log_dsn: str | None = None) -> None:
@@ -37,6 +38,7 @@ async def main(directory: Path, upstream: str, log_dsn: str | None = None) -> No
     }
     (directory / "ready.json.tmp").write_text(json.dumps(ready))
     (directory / "ready.json.tmp").rename(directory / "ready.json")
+    settle_heap()
     await asyncio.Event().wait()
 
 
