@@ -1,9 +1,8 @@
-"""Forwarding an admitted exchange to the offered API: streamed, with credentials and spoofable headers removed
-and the verified identity added."""
+"""Forwarding an admitted exchange to the offered API (over the node's `UpstreamPool`): streamed, with credentials and
+spoofable headers removed and the verified identity added."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -11,8 +10,9 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.denials import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
+from gateway.denials import Denial, PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 from gateway.exchange import Exchange
+from gateway.upstream import InvalidRequest, ResponseTooLarge, UpstreamBroken, UpstreamResponse
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -69,8 +69,7 @@ def upstream_headers(x: Exchange) -> CIMultiDict[str]:
         for name, value in incoming.items()
         if name.lower() not in dropped and not name.lower().startswith(CLIENT_ONLY_PREFIXES)
     )
-    if x.body is not None:  # the checks rewrote the body: its length is ours to state
-        headers.popall("Content-Length", None)
+    headers.popall("Content-Length", None)  # the upstream client states the length of what it sends
     assert x.peer is not None and x.token is not None and x.service is not None
     headers[EXCHANGE_ID] = x.id
     headers["Edu-Caller-Oin"] = x.peer.oin
@@ -83,7 +82,7 @@ def upstream_headers(x: Exchange) -> CIMultiDict[str]:
     return headers
 
 
-def response_headers(upstream: aiohttp.ClientResponse, x: Exchange) -> CIMultiDict[str]:
+def response_headers(upstream: UpstreamResponse, x: Exchange) -> CIMultiDict[str]:
     dropped = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"} | _connection_tokens(upstream.headers)
     headers: CIMultiDict[str] = CIMultiDict(
         (name, value) for name, value in upstream.headers.items() if name.lower() not in dropped
@@ -111,32 +110,29 @@ async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.Strea
     request = x.request
     limits = node.config.limits
     data: bytes | AsyncIterator[bytes] | None
+    length = None
     if x.body is not None:
         data = x.body
     elif request.body_exists:
         data = _limited(request.content, limits.max_body_bytes)
+        length = request.content_length  # kept as the client declared it; None: sent chunked
     else:
         data = None
     assert x.upstream is not None
-    url = (
-        x.upstream + request.rel_url.raw_path_qs if request.rel_url.raw_query_string else x.upstream + request.raw_path
-    )
+    target = request.rel_url.raw_path_qs if request.rel_url.raw_query_string else request.raw_path
     filter_response = node.response_filter(x)
     try:
-        async with node.upstream.request(
+        with await node.upstream.request(
             request.method,
-            url,
-            headers=upstream_headers(x),
-            data=data,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=limits.upstream_timeout),
-            auto_decompress=False,
+            x.upstream,
+            target,
+            upstream_headers(x),
+            data,
+            length=length,
         ) as upstream:
             headers = response_headers(upstream, x)
             if filter_response is not None:
-                body = await upstream.content.read(limits.max_body_bytes + 1)
-                if len(body) > limits.max_body_bytes:
-                    raise UpstreamUnavailable("the upstream answer exceeds the size limit", step="forward")
+                body = await upstream.read(limits.max_body_bytes)
                 if 200 <= upstream.status < 300 and body:
                     body = await filter_response(node, x, body)
                 await on_complete(upstream.status, len(body))
@@ -144,22 +140,22 @@ async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.Strea
             length = upstream.content_length
             if length is not None and length <= SMALL_ANSWER:
                 # A small answer goes back in one write: one TLS record and one send instead of three.
-                body = await upstream.content.readexactly(length) if length else b""
+                body = await upstream.readexactly(length) if length else b""
                 await on_complete(upstream.status, length)
                 return web.Response(status=upstream.status, body=body, headers=headers)
             response = web.StreamResponse(status=upstream.status, headers=headers)
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
+            if length is not None:
+                response.content_length = length
             await response.prepare(request)
             sent = 0
             held = b""  # the last chunk waits for the outcome record, so a complete answer implies a record
             try:
-                async for chunk in upstream.content.iter_chunked(64 * 1024):
+                async for chunk in upstream:
                     sent += len(chunk)
                     if held:
                         await response.write(held)
                     held = chunk
-            except (aiohttp.ClientError, OSError, TimeoutError):
+            except OSError:  # UpstreamBroken, TimeoutError, or the client went away
                 # Too late for an error answer: record the broken exchange and cut the connection, so the
                 # client sees a truncated response rather than a complete-looking one.
                 await on_complete(502, sent)
@@ -171,13 +167,20 @@ async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.Strea
             return response
     except _TooLarge as exc:
         raise PayloadTooLarge(f"the request body exceeds {limits.max_body_bytes} bytes", step="limits") from exc
+    except ResponseTooLarge as exc:
+        raise UpstreamUnavailable("the upstream answer exceeds the size limit", step="forward") from exc
+    except InvalidRequest as exc:
+        raise Denial(f"the request cannot be passed on: {exc}", step="forward") from exc
     except TimeoutError as exc:
         raise UpstreamTimeout(
             f"the offered API did not answer within {limits.upstream_timeout:g} s", step="forward"
         ) from exc
-    except aiohttp.ClientPayloadError as exc:
-        if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
-            raise PayloadTooLarge(f"the request body exceeds {limits.max_body_bytes} bytes", step="limits") from exc
-        raise UpstreamUnavailable(f"the offered API broke off its answer: {exc}", step="forward") from exc
-    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+    except UpstreamBroken as exc:
+        raise UpstreamUnavailable(
+            f"the offered API broke off its answer: {exc}"
+            if exc.answered
+            else f"the offered API cannot be reached: {exc}",
+            step="forward",
+        ) from exc
+    except (aiohttp.ClientError, OSError) as exc:  # reading the client's body
         raise UpstreamUnavailable(f"the offered API cannot be reached: {type(exc).__name__}", step="forward") from exc

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import redis.asyncio as redis_asyncio
 import structlog
 
@@ -26,6 +25,7 @@ from gateway.pseudonyms import Pseudonyms, load_pseudonyms
 from gateway.purposes import Purposes, PurposesError, load_purposes
 from gateway.tls import client_context
 from gateway.token_endpoint import TOKEN_PATH
+from gateway.upstream import UpstreamPool
 from trust.certificates import ClientCertificateVerifier
 from trust.jwks import JwksFetcher
 from trust.keys import key_id, load_or_create_key
@@ -61,7 +61,7 @@ class Node:
     activations: ActivationStore
     purposes: Purposes
     pseudonyms: Pseudonyms | None
-    upstream: aiohttp.ClientSession
+    upstream: UpstreamPool
     metrics: Metrics
     redis: redis_asyncio.Redis | None = None
     clock: Callable[[], datetime] = _utcnow
@@ -170,10 +170,8 @@ async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node
     )
     exchange_log = open_log(config.log, state_dir=state, node_oin=config.node.oin)
     await exchange_log.start()
-    upstream = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=config.limits.upstream_connections, keepalive_timeout=30),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent",),
+    upstream = UpstreamPool(
+        limit=config.limits.upstream_connections, timeout=config.limits.upstream_timeout, keepalive=30.0
     )
     node = Node(
         config=config,
