@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiohttp.web_request import BaseRequest
 from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
 from gateway.activation.api import add_consent_routes
+from gateway.exchange import new_exchange_id
 from gateway.log_api import add_log_routes
 from gateway.node import Node
 from gateway.pipeline import handle_exchange
@@ -145,7 +145,7 @@ def _log_outside_pipeline(node: Node, *, step: str, reason: str) -> None:
     """A refusal that never reached the pipeline (TLS, unparseable HTTP) still gets its record."""
     log.info("denied", step=step, reason=reason)
     record = ExchangeRecord(
-        exchange_id=str(uuid.uuid4()),
+        exchange_id=new_exchange_id(),
         kind="decision",
         at=node.clock(),
         node=node.oin,
