@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 
 def sqlite_time(moment: datetime) -> str:
+    if moment.tzinfo is UTC and moment.year >= 1000:
+        # the same text as strftime below, in a fifth of its time (every record's `at` passes here)
+        return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
