@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from connectors.logstore.base import GroupCommitLog, _Pending
 from connectors.logstore.leaf import encode_record, record_leaf_hash
 from connectors.logstore.record import ExchangeRecord
 from gateway.config import LogSection
+from gateway.exchange import new_exchange_id
 from trust.transparency import verify_consistency, verify_inclusion
 
 NODE = "00000003273100010000"
@@ -43,7 +43,7 @@ NODE = "00000003273100010000"
 
 def sample_record() -> ExchangeRecord:
     return ExchangeRecord(
-        exchange_id=str(uuid.uuid4()),
+        exchange_id=new_exchange_id(),  # time-ordered, as the gateway makes them
         kind="decision",
         at=datetime.now(UTC),
         node=NODE,
