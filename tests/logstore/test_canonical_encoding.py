@@ -106,8 +106,15 @@ def test_the_fast_encoding_is_byte_for_byte_the_canonical_json_of_the_record(rec
     assert outcome(encode_record, record) == outcome(defined_encoding, record)
 
 
+def _offset_in_whole_minutes(record: ExchangeRecord) -> bool:
+    offset = record.at.utcoffset()
+    return offset is None or not offset % timedelta(minutes=1)
+
+
+# A time at an offset with seconds (no zone in use has one; the node stamps records in UTC) cannot survive a round
+# trip by any encoding: pydantic itself writes it with the seconds dropped, and reads that back as another offset.
 @settings(max_examples=300)
-@given(records)
+@given(records.filter(_offset_in_whole_minutes))
 def test_a_stored_record_read_back_encodes_to_the_bytes_that_were_stored(record: ExchangeRecord) -> None:
     kind, body = outcome(encode_record, record)
     if kind == "bytes":
