@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from connectors.logstore.record import ExchangeRecord
+
 if TYPE_CHECKING:
+    from connectors.logstore.students import StudentHasher
     from gateway.catalogue import DataService, RouteSpec
     from trust.certificates import PeerIdentity
     from trust.register import Participant, Register
@@ -71,3 +74,33 @@ class Exchange:
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
+
+    def record(self, node_oin: str, students: StudentHasher, **fields: Any) -> ExchangeRecord:
+        """This exchange as a log record of the node `node_oin`. `fields` add the kind, the decision and the outcome,
+        or replace the inbound view (the sender side names itself as caller and the receiver as counterparty)."""
+        values: dict[str, Any] = {
+            "exchange_id": self.id,
+            "at": self.now,
+            "node": node_oin,
+            "caller_oin": self.caller_oin,
+            "client_id": self.client_id,
+            "counterparty_oin": node_oin,
+            "data_service": self.service.name if self.service else None,
+            "method": self.request.method,
+            "route": self.route.path if self.route else None,
+            "purpose": self.purpose,
+            "school": self.school,
+            "records": self.records,
+            "removed_fields": self.removed_fields or None,
+            "student_hashes": self._student_hashes(students),
+        }
+        values.update(fields)
+        return ExchangeRecord(**values)
+
+    def _student_hashes(self, students: StudentHasher) -> tuple[str, ...]:
+        """The keyed hashes of the students this exchange concerns, made once for its decision and outcome."""
+        if not self.school or not self.students:
+            return ()
+        if self.student_hashes is None or len(self.student_hashes) != len(self.students):
+            self.student_hashes = tuple(students.hash(self.school, s) for s in self.students)
+        return self.student_hashes

@@ -31,7 +31,6 @@ from cryptography.hazmat.primitives import serialization
 from multidict import CIMultiDict
 
 from connectors.logstore.base import LogWriteFailed
-from connectors.logstore.record import ExchangeRecord
 from gateway.catalogue import DataService, Direction, RouteSpec
 from gateway.checks.activation import admitting
 from gateway.checks.attributes import Translation, minimise
@@ -386,23 +385,13 @@ class Sender:
 
     async def _log(self, x: Exchange, receiver: Participant | None, **fields: Any) -> None:
         node = self.node
-        school_ref = x.school
-        record = ExchangeRecord(
-            exchange_id=x.id,
-            at=x.now,
-            node=node.oin,
+        record = x.record(
+            node.oin,
+            node.students,
             direction="outbound",
             caller_oin=node.oin,
             client_id=self.section.client_id,
             counterparty_oin=receiver.oin if receiver else None,
-            data_service=x.service.name if x.service else None,
-            method=x.request.method,
-            route=x.route.path if x.route else None,
-            purpose=x.purpose,
-            school=school_ref,
-            records=x.records,
-            removed_fields=x.removed_fields or None,
-            student_hashes=tuple(node.students.hash(school_ref, s) for s in x.students) if school_ref else (),
             **fields,
         )
         try:

@@ -13,7 +13,6 @@ import structlog
 from aiohttp import web
 
 from connectors.logstore.base import LogWriteFailed
-from connectors.logstore.record import ExchangeRecord
 from gateway.checks.activation import activation
 from gateway.checks.attributes import attributes
 from gateway.checks.certificate import client_certificate, participant_admitted
@@ -60,42 +59,12 @@ async def run_checks(checks: Sequence[Check], node: Node, x: Exchange) -> None:
             await result
 
 
-def _record(node: Node, x: Exchange, **fields: object) -> ExchangeRecord:
-    school = x.school
-    return ExchangeRecord(
-        exchange_id=x.id,
-        at=x.now,
-        node=node.oin,
-        caller_oin=x.caller_oin,
-        client_id=x.client_id,
-        counterparty_oin=node.oin,
-        data_service=x.service.name if x.service else None,
-        method=x.request.method,
-        route=x.route.path if x.route else None,
-        purpose=x.purpose,
-        school=school,
-        records=x.records,
-        removed_fields=x.removed_fields or None,
-        student_hashes=_student_hashes(node, x),
-        **fields,
-    )
-
-
-def _student_hashes(node: Node, x: Exchange) -> tuple[str, ...]:
-    """The keyed hashes of the students an exchange concerns, made once for its decision and outcome records."""
-    if not x.school or not x.students:
-        return ()
-    if x.student_hashes is None or len(x.student_hashes) != len(x.students):
-        x.student_hashes = tuple(node.students.hash(x.school, s) for s in x.students)
-    return x.student_hashes
-
-
 async def handle_exchange(node: Node, request: web.Request) -> web.StreamResponse:
     x = Exchange(request=request, now=node.clock())
     try:
         await run_checks(INBOUND, node, x)
         try:
-            await node.log.append(_record(node, x, kind="decision", decision="allowed"))
+            await node.log.append(x.record(node.oin, node.students, kind="decision", decision="allowed"))
         except LogWriteFailed as exc:
             # Never forwarded unlogged (FSC's rule): no durable record, no exchange.
             raise LogUnavailable("the exchange could not be logged, so it was not forwarded", step="log") from exc
@@ -110,9 +79,9 @@ async def handle_exchange(node: Node, request: web.Request) -> web.StreamRespons
 
 async def _outcome(node: Node, x: Exchange, status: int, size: int) -> None:
     latency = x.elapsed_ms()
-    record = _record(
-        node,
-        x,
+    record = x.record(
+        node.oin,
+        node.students,
         kind="outcome",
         decision="allowed",
         upstream_status=status,
@@ -163,9 +132,9 @@ async def refuse(node: Node, x: Exchange, denial: Denial) -> web.Response:
     """Answer a denial in the Edu-V format, and log it (who, what, which step, why) like any exchange."""
     await _claimed_school(node, x)
     latency = x.elapsed_ms()
-    record = _record(
-        node,
-        x,
+    record = x.record(
+        node.oin,
+        node.students,
         kind="decision",
         decision="denied",
         step=denial.step,
