@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from trust.eckid import EckId
+from trust.keys import load_or_create_file
 
 if TYPE_CHECKING:
     from gateway.config import NodeConfig
@@ -82,22 +83,8 @@ class Pseudonyms:
 
     @classmethod
     def load_or_create(cls, path: Path) -> Pseudonyms:
-        """The secret at `path`, or 32 new random bytes written there with mode 0600 (never overwriting)."""
-        try:
-            return cls(path.read_bytes())
-        except FileNotFoundError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use that one
-            return cls(path.read_bytes())
-        secret = os.urandom(SECRET_SIZE)
-        with os.fdopen(fd, "wb") as out:
-            out.write(secret)
-            out.flush()
-            os.fsync(out.fileno())
-        return cls(secret)
+        """The secret at `path` (raw bytes), or 32 new random bytes written there with mode 0600, never overwriting."""
+        return cls(load_or_create_file(path, lambda: os.urandom(SECRET_SIZE)))
 
 
 def load_pseudonyms(config: NodeConfig) -> Pseudonyms | None:

@@ -1,5 +1,6 @@
-"""Signing keys kept on disk (the node's token key, the log's checkpoint key, the operator's register key): loaded
-if present, created with mode 0600 if not, with a stable key id and the public PEM that others pin."""
+"""Keys kept on disk (the node's token key, the log's checkpoint key, the operator's register key, and the raw
+secrets of student hashes and pseudonyms): loaded if present, created with mode 0600 if not; for signing keys a
+stable key id and the public PEM that others pin."""
 
 from __future__ import annotations
 
@@ -22,28 +23,35 @@ def new_p256() -> SigningKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def load_or_create_key(path: Path, *, create: Callable[[], SigningKey] = new_p256) -> SigningKey:
-    """The key at `path`, or a new one from `create` written there with mode 0600. Two processes starting at
-    once end up with the same key: the file is created exclusively, and the loser reads the winner's."""
+def load_or_create_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The bytes at `path`, or `make()` written there with mode 0600 and fsynced. Two processes starting at once end
+    up with the same bytes: the file is created exclusively, and the loser reads the winner's."""
     try:
-        pem: bytes | None = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        pem = None
-    if pem is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = create()
-        data = new.private_bytes(
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = make()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    return data
+
+
+def load_or_create_key(path: Path, *, create: Callable[[], SigningKey] = new_p256) -> SigningKey:
+    """The key at `path`, or a new one from `create` written there (see `load_or_create_file`)."""
+
+    def pem() -> bytes:
+        return create().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pem = path.read_bytes()
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            return new
-    key = serialization.load_pem_private_key(pem, password=None)
+
+    key = serialization.load_pem_private_key(load_or_create_file(path, pem), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise ValueError(f"{path}: expected an EC P-256 or Ed25519 private key")
     try:

@@ -13,6 +13,8 @@ import hmac
 import os
 from pathlib import Path
 
+from trust.keys import load_or_create_file
+
 SECRET_SIZE = 32
 _KEY_LABEL = b"edugate student key v1\x00"
 
@@ -38,19 +40,5 @@ class StudentHasher:
 
     @classmethod
     def load_or_create(cls, path: Path) -> StudentHasher:
-        """The secret at `path` (raw bytes), or 32 new random bytes written there with mode 0600."""
-        try:
-            return cls(path.read_bytes())
-        except FileNotFoundError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        secret = os.urandom(SECRET_SIZE)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: use theirs
-            return cls(path.read_bytes())
-        with os.fdopen(fd, "wb") as out:
-            out.write(secret)
-            out.flush()
-            os.fsync(out.fileno())
-        return cls(secret)
+        """The secret at `path` (raw bytes), or 32 new random bytes written there with mode 0600, never overwriting."""
+        return cls(load_or_create_file(path, lambda: os.urandom(SECRET_SIZE)))
