@@ -34,7 +34,7 @@ from connectors.logstore.base import LogWriteFailed
 from gateway.catalogue import DataService, Direction, RouteSpec
 from gateway.checks.activation import admitting
 from gateway.checks.attributes import Translation, minimise
-from gateway.checks.payload import request_payload
+from gateway.checks.payload import read_body, read_within, request_payload
 from gateway.checks.purpose import PURPOSE_HEADER, covering_activation
 from gateway.checks.register import register_fresh
 from gateway.checks.school import school
@@ -333,19 +333,15 @@ class Sender:
         assert receiver.endpoints.api is not None
         url = receiver.endpoints.api.rstrip("/") + x.request.rel_url.raw_path_qs
         limit = self.node.config.limits.max_body_bytes
-        if x.body is None and x.request.body_exists:
-            x.body = await x.request.content.read(limit + 1)
-            if len(x.body) > limit:
-                raise Denial(f"the request body is larger than {limit} bytes", step="limits")
+        if x.request.body_exists:
+            await read_body(self.node, x, step="limits")
         session = await self._client(x)
         for attempt in (1, 2):
             try:
                 async with session.request(
                     x.request.method, url, headers=self._headers(x, token), data=x.body, allow_redirects=False
                 ) as answer:
-                    body = await answer.content.read(limit + 1)
-                    if len(body) > limit:
-                        raise UpstreamUnavailable("the receiver's answer exceeds the size limit", step="forward")
+                    answered = await read_within(answer.content, limit)
                     status, upstream_headers = answer.status, answer.headers
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"receiver {receiver.oin} did not answer in time", step="forward") from exc
@@ -353,6 +349,9 @@ class Sender:
                 raise UpstreamUnavailable(
                     f"receiver {receiver.oin} cannot be reached: {type(exc).__name__}", step="forward"
                 ) from exc
+            if answered is None:
+                raise UpstreamUnavailable("the receiver's answer exceeds the size limit", step="forward")
+            body = answered
             # A receiver that restarted no longer knows our token: get a new one, once.
             if status == 401 and attempt == 1 and "invalid_token" in upstream_headers.get("WWW-Authenticate", ""):
                 token = await self._token(x, receiver, fresh=True)

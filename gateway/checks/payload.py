@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import StreamReader
+
 from gateway.denials import PayloadTooLarge, SchemaIncorrect
 from gateway.exchange import Exchange
 from gateway.minimisation import values_at
@@ -24,18 +26,24 @@ async def read_body(node: Node, x: Exchange, *, step: str) -> bytes:
     declared = x.request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
+    body = await read_within(x.request.content, limit)
+    if body is None:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
+    x.body = body
+    return x.body
+
+
+async def read_within(stream: StreamReader, limit: int) -> bytes | None:
+    """Everything `stream` holds up to its end, or None as soon as it passes `limit` bytes. (aiohttp's
+    `read(n)` returns what has arrived so far, which is not the whole of a body sent in several packets.)"""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await x.request.content.readany()
-        if not chunk:
-            break
+    while chunk := await stream.readany():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
+            return None
         chunks.append(chunk)
-    x.body = b"".join(chunks)
-    return x.body
+    return b"".join(chunks)
 
 
 def parse_json(body: bytes, *, what: str, step: str) -> Any:
