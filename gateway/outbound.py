@@ -30,11 +30,12 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from multidict import CIMultiDict
 
+from connectors.bodies import read_within
 from connectors.logstore.base import LogWriteFailed
 from gateway.catalogue import DataService, Direction, RouteSpec
 from gateway.checks.activation import admitting
 from gateway.checks.attributes import Translation, minimise
-from gateway.checks.payload import read_body, read_within, request_payload
+from gateway.checks.payload import read_body, request_payload
 from gateway.checks.purpose import PURPOSE_HEADER, covering_activation
 from gateway.checks.register import register_fresh
 from gateway.checks.school import school

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
+from connectors.bodies import read_within
 from gateway.checks.certificate import client_certificate, participant_admitted
 from gateway.checks.register import register_fresh
 from gateway.denials import Denial
@@ -91,8 +92,8 @@ async def _form(request: web.Request) -> dict[str, str]:
         raise OAuthError("invalid_request", "the token request must be application/x-www-form-urlencoded")
     if request.content_length is not None and request.content_length > _MAX_FORM_BYTES:
         raise OAuthError("invalid_request", f"the token request exceeds {_MAX_FORM_BYTES} bytes")
-    raw = await request.content.read(_MAX_FORM_BYTES + 1)
-    if len(raw) > _MAX_FORM_BYTES:
+    raw = await read_within(request.content, _MAX_FORM_BYTES)
+    if raw is None:
         raise OAuthError("invalid_request", f"the token request exceeds {_MAX_FORM_BYTES} bytes")
     from urllib.parse import parse_qsl
 

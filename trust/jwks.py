@@ -19,6 +19,7 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from connectors.bodies import read_within
 from trust.register import Client
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -235,10 +236,10 @@ class JwksFetcher:
                     raise JwksUnavailable(f"jwks_uri {url} answered HTTP {response.status}")
                 if response.content_length is not None and response.content_length > self._max_bytes:
                     raise JwksUnavailable(f"jwks_uri {url} sent more than {self._max_bytes} bytes")
-                body = await response.content.read(self._max_bytes + 1)
+                body = await read_within(response.content, self._max_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise JwksUnavailable(f"jwks_uri {url} could not be fetched: {exc or type(exc).__name__}") from exc
-        if len(body) > self._max_bytes:
+        if body is None:
             raise JwksUnavailable(f"jwks_uri {url} sent more than {self._max_bytes} bytes")
         try:
             document = json.loads(body)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from connectors.bodies import read_within
 from gateway.activation.model import ORG_MASTER_ID, Activation, ProcessingAgreement
 from gateway.activation.store import ActivationError, InvalidActivation, NotFoundError
 from gateway.denials import Denial, Forbidden, NotFound, SchemaIncorrect, ServiceUnavailable, Unauthenticated
@@ -302,8 +303,8 @@ T = TypeVar("T", bound=BaseModel)
 async def _body(request: web.Request, model: type[T], *, allow_empty: bool = False) -> T:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise SchemaIncorrect(f"the request body is larger than {MAX_BODY} bytes", step="consent")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
+    raw = await read_within(request.content, MAX_BODY)
+    if raw is None:
         raise SchemaIncorrect(f"the request body is larger than {MAX_BODY} bytes", step="consent")
     try:
         return model.model_validate_json(raw or (b"{}" if allow_empty else b""))

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import StreamReader
-
+from connectors.bodies import read_within
 from gateway.denials import PayloadTooLarge, SchemaIncorrect
 from gateway.exchange import Exchange
 from gateway.minimisation import values_at
@@ -31,19 +30,6 @@ async def read_body(node: Node, x: Exchange, *, step: str) -> bytes:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
     x.body = body
     return x.body
-
-
-async def read_within(stream: StreamReader, limit: int) -> bytes | None:
-    """Everything `stream` holds up to its end, or None as soon as it passes `limit` bytes. (aiohttp's
-    `read(n)` returns what has arrived so far, which is not the whole of a body sent in several packets.)"""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await stream.readany():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_json(body: bytes, *, what: str, step: str) -> Any:

@@ -1,4 +1,5 @@
-"""Bodies read whole within a limit: the request body a check needs, and the answer the sender side relays."""
+"""Bodies read whole within a limit: requests the node serves (checks, token and consent endpoints) and answers
+it fetches (the sender side, jwks_uri)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from aiohttp import web
 
-from gateway.checks.payload import read_within
+from connectors.bodies import read_within
 
 
 @asynccontextmanager
