@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from connectors.logstore import open_log
@@ -25,6 +24,7 @@ from connectors.samples.publisher import ParticipantClient, progress_record
 from gateway.config import load_config
 from gateway.demo import eck_id
 from gateway.tls import client_context
+from tests.databases import postgres_database
 from trust.pki import load_issued
 
 SCHOOL = "104A158"
@@ -46,14 +46,8 @@ async def wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float 
 
 @pytest.fixture
 async def postgres_dsn() -> AsyncIterator[str]:
-    name = f"edugate_t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with postgres_database() as dsn:
+        yield dsn
 
 
 async def stream_until_killed(tmp_path: Path, log_dsn: str | None) -> tuple[set[str], set[str], dict[str, set[str]]]:

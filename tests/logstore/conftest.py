@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from connectors.logstore import open_log
 from connectors.logstore.base import GroupCommitLog
 from connectors.logstore.record import ExchangeRecord
 from gateway.config import LogSection
+from tests.databases import postgres_database
 from tests.logstore.samples import NODE, record
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
@@ -26,19 +23,8 @@ def make_record() -> Callable[..., ExchangeRecord]:
 
 @pytest.fixture
 async def pg_dsn() -> AsyncIterator[str]:
-    """A fresh database of its own on the real PostgreSQL server, dropped afterwards."""
-    name = f"edugate_t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with postgres_database() as dsn:
+        yield dsn
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -3,40 +3,32 @@ and exports that verify offline."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from connectors.logstore.export import verify_export
 from connectors.samples.federation import OTHER_SCHOOL, SCHOOL, Federation
 from gateway.demo import eck_id
+from tests.databases import postgres_database
 from tests.portal.client import PortalClient
 from tests.portal.conftest import PASSWORD, USER, push
 from trust.checkpoint import load_public_key
 
 pytestmark = pytest.mark.postgres
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
 async def pg_fed(tmp_path: Path) -> AsyncIterator[Federation]:
-    name = f"edugate_t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    fed = Federation(tmp_path / "fed", log_dsn=f"postgresql://postgres@127.0.0.1:5432/{name}")
-    try:
-        await fed.start()
-        await fed.activate_demo_schools()
-        yield fed
-    finally:
-        await fed.close()
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with postgres_database() as dsn:
+        fed = Federation(tmp_path / "fed", log_dsn=dsn)
+        try:
+            await fed.start()
+            await fed.activate_demo_schools()
+            yield fed
+        finally:
+            await fed.close()
 
 
 async def test_the_portal_over_postgresql_shows_scoped_records_and_exports_that_verify(pg_fed: Federation):

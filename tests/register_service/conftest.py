@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric import ec
-from register_fixtures import OIN_PUBLISHER, REDIS_URL, Clock, RunningService, postgres_database
+from register_fixtures import OIN_PUBLISHER, REDIS_URL, Clock, RunningService
 
+from tests.databases import postgres_database
 from trust.pki import Issued, create_ca, issue_participant, issue_server
 from trust.register_service.store import RegisterStore
 from trust.snapshot import PrivateKey

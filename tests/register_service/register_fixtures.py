@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from trust.pki import Issued
@@ -21,7 +17,6 @@ from trust.register_service.app import create_app
 from trust.register_service.store import RegisterStore
 from trust.snapshot import PrivateKey
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 OIN_PUBLISHER = "00000003111111110000"
@@ -97,24 +92,3 @@ class RunningService:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-
-
-
-
-@asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """A database of its own for one test, dropped afterwards."""
-    name = f"edugate_t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()

@@ -14,10 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from click.testing import CliRunner, Result
-from register_fixtures import OIN_DASHBOARD, OIN_PUBLISHER, postgres_database
+from register_fixtures import OIN_DASHBOARD, OIN_PUBLISHER
 from test_register_source import wait_until
 
 from connectors.register_source import RegisterSource
+from tests.databases import postgres_database
 from trust.pki import Issued, create_ca, issue_participant
 from trust.register import RegisterHolder
 from trust.register_service.cli import cli

@@ -12,9 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from register_fixtures import OIN_DASHBOARD, OIN_PUBLISHER, postgres_database, seed
+from register_fixtures import OIN_DASHBOARD, OIN_PUBLISHER, seed
 
 from connectors.register_source import server_sent_events
+from tests.databases import postgres_database
 from trust.pki import Issued
 from trust.register import ParticipantStatus, Role
 from trust.register_service.store import RegisterStore

@@ -7,13 +7,11 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import redis.asyncio as redis_asyncio
 from aiohttp.base_protocol import BaseProtocol
@@ -26,6 +24,7 @@ from gateway.config import NodeConfig
 from gateway.exchange import Exchange
 from gateway.pseudonyms import Pseudonyms
 from gateway.purposes import Purposes, load_purposes
+from tests.databases import postgres_database
 from trust.certificates import PeerIdentity
 from trust.tokens import AccessToken
 
@@ -92,24 +91,6 @@ async def postgres_dsn() -> AsyncIterator[str]:
     """A database of its own on the real PostgreSQL, dropped afterwards."""
     async with postgres_database() as dsn:
         yield dsn
-
-
-@asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    name = f"edugate_t_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @pytest.fixture
