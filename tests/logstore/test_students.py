@@ -8,8 +8,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from connectors.logstore.students import StudentHasher
+from connectors.logstore.students import StudentHasher, hmac_pads
 
 ECK = "https://ketenid.nl/201703/" + "0f" * 64
 
@@ -43,3 +45,23 @@ def test_the_secret_is_created_once_with_mode_0600_and_reused(tmp_path: Path) ->
     assert len(path.read_bytes()) == 32
     again = StudentHasher.load_or_create(path)
     assert again.hash("104A158", ECK) == first.hash("104A158", ECK)
+
+
+@given(
+    secret=st.binary(min_size=32, max_size=200),
+    school=st.text(max_size=20),
+    eck_id=st.text(max_size=300),
+)
+def test_the_precomputed_hmac_gives_what_the_hmac_module_gives(secret: bytes, school: str, eck_id: str) -> None:
+    hasher = StudentHasher(secret)
+    expected = hmac.new(hasher.key_for(school), eck_id.encode(), hashlib.sha256).hexdigest()
+    assert hasher.hash(school, eck_id) == expected
+    assert hasher.hash(school, eck_id) == expected  # and again, from the kept pads
+
+
+@given(key=st.binary(max_size=300), message=st.binary(max_size=300))
+def test_hmac_pads_follow_rfc_2104_for_keys_of_any_length(key: bytes, message: bytes) -> None:
+    inner, outer = (pad.copy() for pad in hmac_pads(key))
+    inner.update(message)
+    outer.update(inner.digest())
+    assert outer.digest() == hmac.digest(key, message, "sha256")
