@@ -6,10 +6,16 @@ several packets. Every bounded read goes through `read_within` instead.
 
 from __future__ import annotations
 
-from aiohttp import StreamReader
+from typing import Protocol
 
 
-async def read_within(stream: StreamReader, limit: int) -> bytes | None:
+class BodySource(Protocol):
+    """What a body is read from: aiohttp's StreamReader, or the exchange port's own (gateway.http1.BodyStream)."""
+
+    async def readany(self) -> bytes: ...
+
+
+async def read_within(stream: BodySource, limit: int) -> bytes | None:
     """Everything `stream` holds up to its end, or None as soon as it passes `limit` bytes."""
     chunks: list[bytes] = []
     size = 0

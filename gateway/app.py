@@ -16,6 +16,7 @@ from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
 from gateway.activation.api import add_consent_routes
 from gateway.exchange import new_exchange_id
+from gateway.http1 import ExchangeServer, ExchangeSite, Request, StreamedAnswer, node_paths_of
 from gateway.log_api import add_log_routes
 from gateway.node import Node
 from gateway.pipeline import handle_exchange
@@ -35,7 +36,9 @@ def create_app(node: Node) -> web.Application:
         return await token(node, request)
 
     async def exchange_handler(request: web.Request) -> web.StreamResponse:
-        return await handle_exchange(node, request)
+        response = await handle_exchange(node, request)
+        assert isinstance(response, web.StreamResponse), "aiohttp's requests get aiohttp's answers"
+        return response
 
     async def metadata(request: web.Request) -> web.Response:
         base = node.config.node.public_url
@@ -212,18 +215,34 @@ async def serve(
     if node.registers.register is not None:
         trust_cas(context, node.registers.register.trusted_ca_pems)
     node.registers.listeners.append(lambda register: trust_cas(context, register.trusted_ca_pems))
+    # The parsers' own header limits sit above the node's, so the node's limit answers in the Edu-V format.
+    hard_limit = max(8190, config.limits.max_header_bytes * 2)
+    app = create_app(node)
     runner = _NodeRunner(
-        create_app(node),
+        app,
         node=node,
         access_log=None,
         shutdown_timeout=shutdown_timeout,
-        # aiohttp's own header limits sit above the node's, so the node's limit answers in the Edu-V format.
-        max_field_size=max(8190, config.limits.max_header_bytes * 2),
-        max_line_size=max(8190, config.limits.max_header_bytes * 2),
+        max_field_size=hard_limit,
+        max_line_size=hard_limit,
     )
     await runner.setup()
-    site = web.TCPSite(
+    assert runner.server is not None
+
+    async def exchange(request: Request) -> web.StreamResponse | StreamedAnswer:
+        return await handle_exchange(node, request)
+
+    exchanges = ExchangeServer(
+        exchange,
+        runner.server,  # takes over connections that ask for anything but an exchange
+        node_paths_of(app),
+        on_refused=lambda reason: _log_outside_pipeline(node, step="http", reason=reason),
+        max_line_size=hard_limit,
+        max_field_size=hard_limit,
+    )
+    site = ExchangeSite(
         runner,
+        exchanges,
         host or config.node.listen_host,
         config.node.listen_port if port is None else port,
         ssl_context=context,

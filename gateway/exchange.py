@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from connectors.logstore.record import ExchangeRecord
+from gateway import http1
 
 if TYPE_CHECKING:
     from connectors.logstore.students import StudentHasher
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from trust.certificates import PeerIdentity
     from trust.register import Participant, Register
     from trust.tokens import AccessToken
+
+# The exchange port's own server parses exchanges (gateway.http1); aiohttp's serves a connection handed to it.
+InboundRequest = web.Request | http1.Request
 
 
 def new_exchange_id() -> str:
@@ -43,7 +47,7 @@ def uuid_text(value: int) -> str:
 
 @dataclass
 class Exchange:
-    request: web.Request
+    request: InboundRequest
     now: datetime
     id: str = field(default_factory=new_exchange_id)
     started: float = field(default_factory=time.perf_counter)

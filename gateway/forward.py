@@ -10,8 +10,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from connectors.bodies import BodySource
 from gateway.denials import Denial, PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, InboundRequest
+from gateway.http1 import Request, StreamedAnswer
 from gateway.upstream import InvalidRequest, ResponseTooLarge, UpstreamBroken, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -95,16 +97,33 @@ class _TooLarge(Exception):
     pass
 
 
-async def _limited(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+async def _limited(content: BodySource, limit: int) -> AsyncIterator[bytes]:
     seen = 0
-    async for chunk in content.iter_chunked(64 * 1024):
+    while chunk := await content.readany():
         seen += len(chunk)
         if seen > limit:
             raise _TooLarge
         yield chunk
 
 
-async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.StreamResponse:
+async def _streamed(
+    request: InboundRequest, status: int, headers: CIMultiDict[str], length: int | None
+) -> web.StreamResponse | StreamedAnswer:
+    """An answer to be written in parts, its head sent, on whichever server the request came in."""
+    response: web.StreamResponse | StreamedAnswer
+    if isinstance(request, Request):
+        response = request.streamed(status, headers)
+        response.content_length = length
+        await response.prepare(request)
+    else:
+        response = web.StreamResponse(status=status, headers=headers)
+        if length is not None:
+            response.content_length = length
+        await response.prepare(request)
+    return response
+
+
+async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.StreamResponse | StreamedAnswer:
     """Send the exchange upstream and stream the answer back. `on_complete(status, bytes_out)` runs before the
     last byte reaches the client, so an answered exchange always has its outcome on record."""
     request = x.request
@@ -143,10 +162,7 @@ async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.Strea
                 body = await upstream.readexactly(length) if length else b""
                 await on_complete(upstream.status, length)
                 return web.Response(status=upstream.status, body=body, headers=headers)
-            response = web.StreamResponse(status=upstream.status, headers=headers)
-            if length is not None:
-                response.content_length = length
-            await response.prepare(request)
+            response = await _streamed(request, upstream.status, headers, length)
             sent = 0
             held = b""  # the last chunk waits for the outcome record, so a complete answer implies a record
             try:

@@ -25,8 +25,9 @@ from gateway.checks.route import route
 from gateway.checks.school import school
 from gateway.checks.token import access_token, certificate_binding
 from gateway.denials import Denial, LogUnavailable
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, InboundRequest
 from gateway.forward import EXCHANGE_ID, forward
+from gateway.http1 import StreamedAnswer
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -59,7 +60,7 @@ async def run_checks(checks: Sequence[Check], node: Node, x: Exchange) -> None:
             await result
 
 
-async def handle_exchange(node: Node, request: web.Request) -> web.StreamResponse:
+async def handle_exchange(node: Node, request: InboundRequest) -> web.StreamResponse | StreamedAnswer:
     x = Exchange(request=request, now=node.clock())
     try:
         await run_checks(INBOUND, node, x)

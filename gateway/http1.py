@@ -1,0 +1,738 @@
+"""The exchange port's HTTP/1.1 server: an asyncio protocol on httptools (llhttp, Node.js's parser) that serves
+inbound exchanges itself and hands every other request to the node's aiohttp application.
+
+Why its own server: aiohttp's server layer (request objects, handler tasks, router, middleware, response writer)
+took about a quarter of the event loop's time per exchange; this one parses into a small `Request` that offers
+exactly the part of `aiohttp.web.Request` the check pipeline reads, under the same names and meanings, so the
+checks run unchanged on either.
+
+- **Exchanges** (any path the aiohttp app has no route of its own for) are parsed here and passed to the handler
+  one at a time per connection; pipelined requests wait their turn, so answers leave in order. Bodies stream
+  in with back-pressure (reading pauses above `HIGH_WATER` unread bytes).
+- **Everything else** (token endpoint, discovery, consent API, portal, log API, and any request-target that is not
+  a plain path): from that request on, the connection belongs to aiohttp's own `RequestHandler`. This protocol
+  keeps parsing and hands each request on re-serialised from what llhttp parsed (the head as received, the body in
+  its original framing), once every earlier exchange on the connection has been answered.
+- A request llhttp refuses gets the Edu-V 400 (0011) and is reported to `on_refused`; a handler that crashes,
+  the Edu-V 500 (0099); both close the connection, as aiohttp's server did.
+- Keep-alive as HTTP/1.1 says (`Connection: close`, HTTP/1.0); an idle connection closes after `KEEPALIVE` s; a
+  request whose body was not read to its end closes its connection after the answer.
+- Graceful stop (`ExchangeSite.stop`): no new connections, idle ones closed, busy ones finish their current
+  exchange (up to the runner's shutdown timeout), then the rest are cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, cast
+
+import httptools
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
+
+log = structlog.get_logger("edugate.http1")
+
+HIGH_WATER = 1024 * 1024  # unread request body above which the connection stops reading...
+LOW_WATER = 256 * 1024  # ...until the handler has read it below this
+MAX_PIPELINED = 16  # parsed requests waiting their turn on one connection before reading pauses
+KEEPALIVE = 75.0  # seconds an idle connection stays open (aiohttp's default)
+
+_EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class Request:
+    """One parsed request: the subset of `aiohttp.web.Request` the exchange pipeline uses, with the same meanings
+    (`path` and `query` percent-decoded as yarl decodes them, `raw_path` the request-target as sent)."""
+
+    __slots__ = (
+        "_protocol",
+        "_rel_url",
+        "body_exists",
+        "content",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "method",
+        "raw_headers",
+        "raw_path",
+        "transport",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        raw_path: str,
+        raw_headers: tuple[tuple[bytes, bytes], ...],
+        headers: CIMultiDictProxy[str],
+        content: BodyStream,
+        protocol: ExchangeProtocol,
+        *,
+        version: tuple[int, int],
+        keep_alive: bool,
+        content_length: int | None,
+        body_exists: bool,
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.raw_headers = raw_headers
+        self.headers = headers
+        self.content = content
+        self._protocol = protocol
+        self.transport: asyncio.Transport | None = protocol.transport
+        self.version = version
+        self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.body_exists = body_exists
+        self._rel_url: URL | None = None
+
+    @property
+    def rel_url(self) -> URL:
+        if self._rel_url is None:
+            path, _, query = self.raw_path.partition("?")
+            self._rel_url = URL.build(path=path, query_string=query.partition("#")[0], encoded=True)
+        return self._rel_url
+
+    @property
+    def path(self) -> str:
+        return self.rel_url.path
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        if "?" not in self.raw_path:
+            return _EMPTY_QUERY
+        return self.rel_url.query
+
+    def streamed(self, status: int, headers: CIMultiDict[str]) -> StreamedAnswer:
+        """An answer whose body is written in parts (`prepare`, `write`..., `write_eof`), like aiohttp's
+        StreamResponse."""
+        return StreamedAnswer(self._protocol, status, headers)
+
+
+class BodyStream:
+    """A request body as it arrives: `readany()` gives what has arrived (b"" at its end), `iter_chunked(n)` the same
+    in pieces of at most n bytes; aiohttp's StreamReader's names."""
+
+    __slots__ = ("_chunks", "_eof", "_error", "_protocol", "_size", "_waiter", "continue_wanted")
+
+    def __init__(self, protocol: ExchangeProtocol, *, continue_wanted: bool = False) -> None:
+        self._protocol = protocol
+        self.continue_wanted = continue_wanted  # the client waits for "100 Continue" before it sends the body
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > HIGH_WATER:
+            self._protocol.pause_for_body()
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._eof:
+            self._error = error
+        self._wake()
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    def complete(self) -> bool:
+        """Whether the whole body has arrived (read or not): the connection can carry the next request."""
+        return self._eof
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def readany(self) -> bytes:
+        while not self._chunks:
+            if self._eof:
+                return b""
+            if self._error is not None:
+                raise self._error
+            if self.continue_wanted:
+                self.continue_wanted = False
+                self._protocol.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        if self._size < LOW_WATER:
+            self._protocol.resume_for_body()
+        return chunk
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        while chunk := await self.readany():
+            for start in range(0, len(chunk), n):
+                yield chunk[start : start + n]
+
+
+class StreamedAnswer:
+    """An answer written in parts. With a `content_length` it is framed by it, else chunked (HTTP/1.1) or ended by
+    closing the connection (HTTP/1.0)."""
+
+    def __init__(self, protocol: ExchangeProtocol, status: int, headers: CIMultiDict[str]) -> None:
+        self._protocol = protocol
+        self.status = status
+        self.headers = headers
+        self.content_length: int | None = None
+        self._chunked = False
+        self._body_allowed = True
+
+    async def prepare(self, request: Request) -> None:
+        protocol = self._protocol
+        self._body_allowed = self.status not in _NO_BODY_STATUS and request.method != "HEAD"
+        self._chunked = self._body_allowed and self.content_length is None and request.version >= (1, 1)
+        if self._body_allowed and self.content_length is None and not self._chunked:
+            protocol.close_after_answer()  # HTTP/1.0: the end of the body is the end of the connection
+        protocol.write(protocol.head(self.status, self.headers, self.content_length, chunked=self._chunked))
+
+    async def write(self, data: bytes) -> None:
+        if data and self._body_allowed:
+            self._protocol.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+            await self._protocol.drain()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await self.write(data)
+        if self._chunked:
+            self._protocol.write(b"0\r\n\r\n")
+
+
+Handler = Callable[[Request], Awaitable["web.StreamResponse | StreamedAnswer"]]
+Refused = Callable[[str], None]
+
+
+class _Bridge:
+    """A connection handed to aiohttp's RequestHandler: re-serialised requests, delivered once the exchanges
+    before them on this connection have been answered."""
+
+    def __init__(self, handler: RequestHandler) -> None:
+        self.handler = handler
+        self.pending: list[bytes] = []
+        self.started = False
+        self.chunked = False  # the framing of the request being passed on
+
+    def send(self, data: bytes) -> None:
+        if self.started:
+            self.handler.data_received(data)
+        else:
+            self.pending.append(data)
+
+    def start(self, transport: asyncio.Transport) -> None:
+        if not self.started:
+            self.started = True
+            self.handler.connection_made(transport)
+            for data in self.pending:
+                self.handler.data_received(data)
+            self.pending.clear()
+
+
+class ExchangeProtocol(asyncio.Protocol):
+    """One client connection on the exchange port."""
+
+    def __init__(self, server: ExchangeServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        # the message being parsed
+        self._url = b""
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._body: BodyStream | None = None
+        # parsed requests waiting for (or in) the handler, oldest first; and whether each was read to its end
+        self._queue: deque[Request | bytes] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._bridge: _Bridge | None = None
+        self._closing = False  # no further requests: close once the current answers are written
+        self._lost = False
+        self._reading_paused = False
+        self._body_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._last_active = self._loop.time()
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol ------------------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's SSL transport is one, not a subclass
+        self._server.connections.add(self)
+        self._idle_timer = self._loop.call_later(KEEPALIVE, self._idle_check)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing and self._bridge is None:
+            return  # the answer that ends this connection is on its way; nothing after it is read
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._closing = True  # no protocol switch is offered here: the request is answered, then we close
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _RefusedHead):
+                self._refuse_unparseable(str(cause))
+            else:
+                self._crash(cause or exc)
+        except httptools.HttpParserError as exc:
+            self._refuse_unparseable(str(exc) or type(exc).__name__)
+
+    def eof_received(self) -> bool | None:
+        if self._bridge is not None and self._bridge.started:
+            self._bridge.handler.eof_received()
+        if self._body is not None:
+            self._body.fail(ConnectionResetError("the client closed the connection mid-body"))
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._server.connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        lost = ConnectionResetError("the connection was lost")
+        if self._body is not None:
+            self._body.fail(lost)
+        for item in self._queue:
+            if isinstance(item, Request):
+                item.content.fail(lost)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(lost)
+        if self._bridge is not None and self._bridge.started:
+            self._bridge.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._bridge is not None and self._bridge.started:
+            self._bridge.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._bridge is not None and self._bridge.started:
+            self._bridge.handler.resume_writing()
+
+    # httptools callbacks ---------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._raw_headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw_headers.append((name, value))
+        if len(self._raw_headers) > self._server.max_header_count:
+            raise _RefusedHead(f"more than {self._server.max_header_count} header fields")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        method = parser.get_method().decode("ascii")
+        raw_path = self._url.decode("utf-8", "surrogateescape")
+        if len(self._url) > self._server.max_line_size:
+            raise _RefusedHead(f"the request-target is longer than {self._server.max_line_size} bytes")
+        raw_headers = tuple(self._raw_headers)
+        if self._bridge is not None or not self._server.serves_here(raw_path):
+            self._to_aiohttp(method, raw_headers)
+            return
+        for name, value in raw_headers:
+            if len(name) + len(value) > self._server.max_field_size:
+                raise _RefusedHead(f"a header field is longer than {self._server.max_field_size} bytes")
+        headers = CIMultiDictProxy(
+            CIMultiDict(
+                [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw_headers]
+            )
+        )
+        declared = headers.get("Content-Length")
+        length = int(declared) if declared is not None else None  # llhttp let only digits through
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        body = BodyStream(self, continue_wanted=request_continue(headers, chunked or bool(length)))
+        self._body = body
+        version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
+        request = Request(
+            method,
+            raw_path,
+            raw_headers,
+            headers,
+            body,
+            self,
+            version=version,
+            keep_alive=parser.should_keep_alive(),
+            content_length=length,
+            body_exists=chunked or bool(length),
+        )
+        self._queue.append(request)
+        if len(self._queue) > MAX_PIPELINED:
+            self._pause_reading()
+        if self._worker is None:
+            self._worker = self._loop.create_task(self._serve())
+
+    def on_body(self, data: bytes) -> None:
+        if self._bridge is not None:
+            self._bridge.send(b"%x\r\n%b\r\n" % (len(data), data) if self._bridge.chunked else data)
+        elif self._body is not None:
+            self._body.feed(data)
+
+    def on_message_complete(self) -> None:
+        if self._bridge is not None:
+            if self._bridge.chunked:
+                self._bridge.send(b"0\r\n\r\n")
+        elif self._body is not None:
+            self._body.feed_eof()
+            self._body = None
+
+    # handing over to aiohttp --------------------------------------------------------------------------------
+
+    def _to_aiohttp(self, method: str, raw_headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        if self._bridge is None:
+            self._bridge = _Bridge(self._server.aiohttp_handler())
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()  # aiohttp keeps its own keep-alive timer from here on
+        bridge = self._bridge
+        version = self._parser.get_http_version()
+        head = [b"%b %b HTTP/%b\r\n" % (method.encode("ascii"), self._url, version.encode("ascii"))]
+        head.extend(b"%b: %b\r\n" % (name, value) for name, value in raw_headers)
+        head.append(b"\r\n")
+        bridge.chunked = any(
+            name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in raw_headers
+        )
+        bridge.send(b"".join(head))
+        if not self._queue:
+            bridge.start(self._transport)  # type: ignore[arg-type]
+
+    # serving exchanges ------------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        """Answer the queued requests in order; then hand the connection on, or wait for the next one."""
+        try:
+            while self._queue and not self._lost:
+                item = self._queue[0]
+                if isinstance(item, bytes):  # a refusal that ends the connection, owed after the answers before it
+                    self.write(item)
+                    self._close()
+                    return
+                await self._answer(item)
+                self._queue.popleft()
+                self._last_active = self._loop.time()
+                if self._reading_paused and len(self._queue) <= MAX_PIPELINED // 2:
+                    self._resume_reading()
+                ending = self._closing or not item.keep_alive or not item.content.complete()
+                if ending and not (self._queue and isinstance(self._queue[0], bytes)):  # a refusal still owed
+                    self._close()
+                    return
+        finally:
+            self._worker = None
+            self._server.idle(self)
+        if self._bridge is not None and not self._lost:
+            self._bridge.start(self._transport)  # type: ignore[arg-type]
+
+    async def _answer(self, request: Request) -> None:
+        if not request.keep_alive:
+            self._closing = True  # said in the answer's head, and nothing after it is served
+        try:
+            response = await self._server.handler(request)
+            if isinstance(response, StreamedAnswer):
+                return  # written as it went
+            if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+                raise TypeError(f"the exchange handler returned {type(response).__name__} without a bytes body")
+            if response.status in _NO_BODY_STATUS:
+                answer = self.head(response.status, response.headers, None)
+            elif request.method == "HEAD":  # the length the body would have, and no body
+                answer = self.head(response.status, response.headers, len(response.body))
+            else:
+                answer = self.head(response.status, response.headers, len(response.body)) + response.body
+        except Exception as exc:
+            self._crash(exc)
+            return
+        self.write(answer)
+        if self._write_paused:
+            with contextlib.suppress(ConnectionError):
+                await self.drain()
+
+    def head(self, status: int, headers: CIMultiDict[str] | CIMultiDictProxy[str], length: int | None, *,
+             chunked: bool = False) -> bytes:
+        """The status line and header block, with the framing and connection headers this server owns."""
+        lines = [f"HTTP/1.1 {status} {_reason(status)}\r\n"]
+        lines.extend(
+            f"{name}: {value}\r\n"
+            for name, value in headers.items()
+            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date")
+        )
+        if length is not None:
+            lines.append(f"Content-Length: {length}\r\n")
+        elif chunked:
+            lines.append("Transfer-Encoding: chunked\r\n")
+        lines.append(f"Date: {_http_date()}\r\n")
+        if self._closing or self._server.stopping:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        block = "".join(lines)
+        if block.count("\n") != len(lines) or block.count("\r") != len(lines) or "\0" in block:
+            raise ValueError("a header name or value of the answer contains CR, LF or NUL")
+        return block.encode("utf-8", "surrogateescape")
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self._lost:
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        if self._lost:
+            raise ConnectionResetError("the connection was lost")
+        if self._write_paused:
+            self._drain_waiter = self._loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    def close_after_answer(self) -> None:
+        self._closing = True
+
+    # refusals outside the handler -----------------------------------------------------------------------
+
+    def _refuse_unparseable(self, detail: str) -> None:
+        reason = "the request could not be parsed as HTTP/1.1"
+        if detail:
+            reason = f"{reason}: {detail.splitlines()[0][:200]}"
+        self._server.on_refused(reason)
+        self._refuse(400, "0011", reason)
+
+    def _crash(self, exc: BaseException) -> None:
+        log.error("exchange handler failed", error=repr(exc))
+        reason = "the node failed to handle the request"
+        self._server.on_refused(reason)
+        self._refuse(500, "0099", reason)
+
+    def _refuse(self, status: int, edu_status: str, reason: str) -> None:
+        """An answer that ends the connection, written after the answers already owed on it."""
+        self._closing = True
+        if self._bridge is not None and self._bridge.started:
+            self._close()  # aiohttp owns the connection's answers now; it cannot be told mid-stream
+            return
+        payload = json.dumps({"status": edu_status, "statusMessage": reason}).encode()
+        headers = CIMultiDict({"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store"})
+        answer = self.head(status, headers, len(payload)) + payload
+        if self._worker is None or self._worker is asyncio.current_task():
+            self.write(answer)  # nothing owed before it (or it is the answer to the request in hand)
+            self._close()
+        else:
+            self._queue.append(answer)
+
+    # flow control and closing ---------------------------------------------------------------------------
+
+    def pause_for_body(self) -> None:
+        self._body_paused = True
+        self._pause_reading()
+
+    def resume_for_body(self) -> None:
+        if self._body_paused:
+            self._body_paused = False
+            if len(self._queue) <= MAX_PIPELINED:
+                self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None and not self._lost:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None and not self._lost:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _idle_check(self) -> None:
+        if self._lost or (self._bridge is not None):
+            return
+        idle_for = self._loop.time() - self._last_active
+        if self._worker is None and not self._queue and idle_for >= KEEPALIVE:
+            self._close()
+            return
+        self._idle_timer = self._loop.call_later(max(1.0, KEEPALIVE - idle_for), self._idle_check)
+
+    def busy(self) -> bool:
+        """An exchange is in hand or waiting on this connection (bridged connections are aiohttp's to stop)."""
+        return self._worker is not None or bool(self._queue)
+
+    def stop(self) -> None:
+        """Graceful stop: close now if idle, else after the exchange in hand."""
+        if self._bridge is not None:
+            return
+        self._closing = True
+        if not self.busy():
+            self._close()
+
+    def _close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class _RefusedHead(Exception):
+    """A request head over this server's limits (answered 400 like one llhttp refuses)."""
+
+
+class ExchangeServer:
+    """What the connections share: the exchange handler, the hand-over to aiohttp, the limits, the live set."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        aiohttp_server: web.Server,
+        node_paths: Callable[[str], bool],
+        *,
+        on_refused: Refused,
+        max_line_size: int = 8190,
+        max_field_size: int = 8190,
+        max_header_count: int = 128,
+    ) -> None:
+        self.handler = handler
+        self._aiohttp_server = aiohttp_server
+        self._node_paths = node_paths
+        self.on_refused = on_refused  # a refusal outside the handler (unparseable, crashed): to be logged
+        self.max_line_size = max_line_size
+        self.max_field_size = max_field_size
+        self.max_header_count = max_header_count
+        self.connections: set[ExchangeProtocol] = set()
+        self.stopping = False
+        self._all_idle: asyncio.Event | None = None
+
+    def __call__(self) -> ExchangeProtocol:
+        return ExchangeProtocol(self)
+
+    def serves_here(self, raw_path: str) -> bool:
+        """Exchanges are served here: plain-path targets the aiohttp app has no route of its own for."""
+        if not raw_path.startswith("/"):
+            return False  # absolute-form, authority-form, asterisk-form: aiohttp's
+        path = raw_path.partition("?")[0]
+        if "%" in path:
+            path = URL.build(path=path, encoded=True).path
+        return not self._node_paths(path)
+
+    def aiohttp_handler(self) -> RequestHandler:
+        return self._aiohttp_server()
+
+    def idle(self, connection: ExchangeProtocol) -> None:
+        if self.stopping:
+            connection.stop()
+            if self._all_idle is not None and not any(c.busy() for c in self.connections):
+                self._all_idle.set()
+
+    async def stop(self, grace: float) -> None:
+        """Close idle connections now; let busy ones finish their exchange within `grace` seconds, then cut them."""
+        self.stopping = True
+        self._all_idle = asyncio.Event()
+        for connection in list(self.connections):
+            connection.stop()
+        if any(c.busy() for c in self.connections):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._all_idle.wait()
+        for connection in list(self.connections):
+            if connection.busy():
+                connection.abort()
+
+
+class ExchangeSite(web.BaseSite):
+    """An aiohttp site whose connections start on `ExchangeServer`; the runner's cleanup stops it gracefully."""
+
+    __slots__ = ("_exchange_server", "_host", "_port")
+
+    def __init__(
+        self, runner: web.BaseRunner, exchange_server: ExchangeServer, host: str, port: int, **kwargs: Any
+    ) -> None:
+        super().__init__(runner, **kwargs)
+        self._exchange_server = exchange_server
+        self._host = host
+        self._port = port
+
+    @property
+    def name(self) -> str:
+        return str(URL.build(scheme="https" if self._ssl_context else "http", host=self._host, port=self._port))
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self._exchange_server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._exchange_server.stop(self._runner._shutdown_timeout)  # the runner's own grace (no public name)
+        self._runner._unreg_site(self)
+
+
+def node_paths_of(app: web.Application) -> Callable[[str], bool]:
+    """Whether the app has a route of its own (not the catch-all) for a path: plain paths exactly, dynamic and
+    static resources by the fixed prefix before their first variable part."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for resource in app.router.resources():
+        info = resource.get_info()
+        if "path" in info:
+            exact.add(str(info["path"]))
+        elif "formatter" in info:
+            fixed = str(info["formatter"]).split("{", 1)[0]
+            if fixed == "/":
+                continue  # the catch-all "/{tail}": exchanges
+            prefixes.append(fixed)
+        elif "prefix" in info:
+            prefixes.append(str(info["prefix"]).rstrip("/") + "/")
+    starts = tuple(prefixes)
+
+    def owned(path: str) -> bool:
+        return path in exact or path.startswith(starts)
+
+    return owned
+
+
+def request_continue(headers: CIMultiDictProxy[str], body_exists: bool) -> bool:
+    return body_exists and headers.get("Expect", "").lower() == "100-continue"
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]

@@ -1,0 +1,280 @@
+"""The exchange port's own HTTP/1.1 server (gateway.http1), over real mutual TLS: keep-alive, pipelining, body
+framings, the hand-over of node-API requests to aiohttp on the same connection, streamed answers, and refusals
+that never reach the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from connectors.samples.federation import SCHOOL, Federation
+from connectors.samples.publisher import progress_record
+from gateway.demo import eck_id
+from gateway.http1 import Request, node_paths_of
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def record(n: int = 1) -> dict[str, object]:
+    return progress_record(record_id=str(uuid.uuid4()), eck_id=eck_id(n), school=SCHOOL)
+
+
+def put(token: str, body: dict[str, object], *, extra: str = "", chunked: bool = False) -> bytes:
+    data = json.dumps(body).encode()
+    head = (
+        f"PUT /v1/progress/{body['id']} HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nEdu-Purpose: b\r\n{extra}"
+    )
+    if chunked:
+        middle = len(data) // 2
+        parts = [data[:middle], data[middle:]]
+        framed = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+        return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + framed
+    return (head + f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        parts = []
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        await reader.readexactly(2)
+        body = b"".join(parts)
+    else:
+        body = await reader.read() if status >= 200 and status not in (204, 304) else b""
+    return status, headers, body
+
+
+@pytest.fixture
+async def token(federation: Federation) -> str:
+    return await federation.client("publisher").token(scope="progress", purpose="b")
+
+
+async def connect(federation: Federation) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    assert federation.served is not None
+    context = federation.trust(federation.parties["publisher"].identity)
+    return await asyncio.open_connection("127.0.0.1", federation.served.port, ssl=context)
+
+
+async def test_pipelined_exchanges_on_one_connection_are_answered_in_order(federation: Federation, token: str):
+    reader, writer = await connect(federation)
+    bodies = [record(n) for n in (1, 2, 3)]
+    writer.write(b"".join(put(token, body) for body in bodies))  # all three before any answer
+    answers = [await read_answer(reader) for _ in bodies]
+    writer.close()
+    assert [status for status, _, _ in answers] == [201, 201, 201]
+    assert list(federation.received.progress) == [body["id"] for body in bodies]
+    ids = [headers["edu-exchange-id"] for _, headers, _ in answers]
+    assert len(set(ids)) == 3
+
+
+async def test_a_chunked_request_body_is_checked_and_forwarded_whole(federation: Federation, token: str):
+    reader, writer = await connect(federation)
+    body = record()
+    writer.write(put(token, body, chunked=True))
+    status, _, _ = await read_answer(reader)
+    writer.close()
+    assert status == 201
+    assert federation.received.progress[str(body["id"])] == body
+
+
+async def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body(federation: Federation, token: str):
+    reader, writer = await connect(federation)
+    body = record()
+    data = json.dumps(body).encode()
+    writer.write(
+        (
+            f"PUT /v1/progress/{body['id']} HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nEdu-Purpose: b\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode()
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(data)
+    status, _, _ = await read_answer(reader)
+    writer.close()
+    assert status == 201
+
+
+async def test_connection_close_is_honoured_after_the_answer(federation: Federation, token: str):
+    reader, writer = await connect(federation)
+    writer.write(put(token, record(), extra="Connection: close\r\n"))
+    status, headers, _ = await read_answer(reader)
+    assert status == 201 and headers.get("connection") == "close"
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # the node closed the connection
+    writer.close()
+
+
+async def test_a_node_api_request_first_hands_the_connection_to_aiohttp_and_exchanges_still_work(
+    federation: Federation, token: str
+):
+    reader, writer = await connect(federation)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n")
+    status, _, body = await read_answer(reader)
+    assert status == 200 and json.loads(body) == {"status": "alive"}
+    writer.write(put(token, record()))  # the same connection, now served by aiohttp
+    status, headers, body = await read_answer(reader)
+    writer.close()
+    assert status == 201 and json.loads(body)["status"] == "0001" and "edu-exchange-id" in headers
+
+
+async def test_a_node_api_request_after_pipelined_exchanges_is_answered_after_them(
+    federation: Federation, token: str
+):
+    reader, writer = await connect(federation)
+    writer.write(put(token, record(1)) + put(token, record(2)) + b"GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n")
+    first, second, health = [await read_answer(reader) for _ in range(3)]
+    writer.close()
+    assert (first[0], second[0]) == (201, 201)
+    assert health[0] == 200 and json.loads(health[2]) == {"status": "alive"}
+
+
+async def test_a_request_after_a_valid_one_that_cannot_be_parsed_gets_the_edu_v_400_after_the_first_answer(
+    federation: Federation, token: str
+):
+    reader, writer = await connect(federation)
+    writer.write(put(token, record()) + b"PUT /v1/progress/x HTTP/1.1\r\nContent-Length: abc\r\n\r\n")
+    first = await read_answer(reader)
+    refused = await read_answer(reader)
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    assert first[0] == 201
+    assert refused[0] == 400 and json.loads(refused[2])["status"] == "0011"
+
+
+async def test_a_request_target_longer_than_the_limit_is_refused_before_the_pipeline(federation: Federation):
+    reader, writer = await connect(federation)
+    writer.write(b"GET /v1/progress/" + b"a" * 20000 + b" HTTP/1.1\r\nHost: node\r\n\r\n")
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status == 400 and json.loads(body)["status"] == "0011"
+    assert "request-target is longer" in json.loads(body)["statusMessage"]
+
+
+async def test_head_gets_the_answer_without_a_body(federation: Federation, token: str):
+    reader, writer = await connect(federation)
+    writer.write(f"HEAD /v1/progress/x HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.write(put(token, record()))  # the connection stays usable: no stray body bytes came before this
+    status, _, _ = await read_answer(reader)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 405") and b"Content-Length: " in head
+    assert status == 201
+
+
+async def test_a_handler_that_crashes_gets_the_edu_v_500_and_is_logged(
+    federation: Federation, token: str, monkeypatch: pytest.MonkeyPatch
+):
+    assert federation.node is not None
+
+    def broken(method: str, path: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(federation.node.routes, "match", broken)
+    reader, writer = await connect(federation)
+    writer.write(put(token, record()))
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status == 500 and json.loads(body)["status"] == "0099"
+    await asyncio.sleep(0.2)
+    denied = await federation.node.log.records(party_oin=federation.node.oin, decision="denied", limit=1)
+    assert denied and denied[0].record.step == "http"
+
+
+# --- answers larger than one write ---------------------------------------------------------------------------
+
+BIG = 300 * 1024
+
+
+@pytest.fixture
+async def big_answers(tmp_path: Path) -> AsyncIterator[Federation]:
+    """A federation whose upstream answers progress pushes with 300 KiB: with a Content-Length for ids starting
+    with 'L', chunked otherwise."""
+    payload = b"x" * BIG
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if request.match_info["id"].startswith("L"):
+            return web.Response(status=200, body=payload, content_type="application/octet-stream")
+        response = web.StreamResponse(status=200)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, BIG, 50 * 1024):
+            await response.write(payload[start : start + 50 * 1024])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_put("/v1/progress/{id}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    fed = Federation(tmp_path / "fed")
+    await fed.start(upstream=f"http://127.0.0.1:{runner.addresses[0][1]}")
+    await fed.activate_demo_schools()
+    try:
+        yield fed
+    finally:
+        await fed.close()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("prefix", ["L", "C"], ids=["content-length", "chunked"])
+async def test_a_large_answer_streams_through_whole_and_the_connection_is_reused(big_answers: Federation, prefix: str):
+    token = await big_answers.client("publisher").token(scope="progress", purpose="b")
+    reader, writer = await connect(big_answers)
+    for _ in range(2):
+        body = record()
+        body["id"] = prefix + str(body["id"])[1:]
+        writer.write(put(token, body))
+        status, headers, received = await read_answer(reader)
+        assert status == 200 and received == b"x" * BIG
+        assert ("content-length" in headers) == (prefix == "L")
+    writer.close()
+    assert big_answers.node is not None
+    outcomes = await big_answers.node.log.records(party_oin=big_answers.node.oin, decision="allowed", limit=10)
+    sizes = [s.record.bytes_out for s in outcomes if s.record.kind == "outcome"]
+    assert sizes == [BIG, BIG]
+
+
+# --- which requests are the node's own ---------------------------------------------------------------------
+
+
+def test_the_node_api_paths_go_to_aiohttp_and_everything_else_is_an_exchange():
+    app = web.Application()
+
+    async def nothing(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_post("/oauth2/token", nothing)
+    app.router.add_get("/consent/v1/statuses/{id}", nothing)
+    app.router.add_route("*", "/{tail:.*}", nothing)
+    owned = node_paths_of(app)
+    assert owned("/oauth2/token") and owned("/consent/v1/statuses/abc")
+    assert not owned("/v1/progress/abc") and not owned("/oauth2/token/more") and not owned("/")
+
+
+def test_path_and_query_are_decoded_as_aiohttp_decodes_them():
+    request = Request.__new__(Request)
+    request.raw_path = "/v1/a%20b/c?x=1&x=%32&y=a+b"
+    request._rel_url = None
+    assert request.path == "/v1/a b/c"
+    assert request.query.getall("x") == ["1", "2"] and request.query["y"] == "a b"
