@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections import deque
@@ -479,21 +480,20 @@ class ExchangeProtocol(asyncio.Protocol):
     def head(self, status: int, headers: CIMultiDict[str] | CIMultiDictProxy[str], length: int | None, *,
              chunked: bool = False) -> bytes:
         """The status line and header block, with the framing and connection headers this server owns."""
-        lines = [f"HTTP/1.1 {status} {_reason(status)}\r\n"]
-        lines.extend(
-            f"{name}: {value}\r\n"
-            for name, value in headers.items()
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date")
-        )
+        lines = [_status_line(status)]
+        for name, value in headers.items():
+            if name.lower() not in _OWN_HEADERS:
+                lines.append(f"{name}: {value}\r\n")
         if length is not None:
             lines.append(f"Content-Length: {length}\r\n")
         elif chunked:
             lines.append("Transfer-Encoding: chunked\r\n")
-        lines.append(f"Date: {_http_date()}\r\n")
+        lines.append(_date_line())
         if self._closing or self._server.stopping:
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
         block = "".join(lines)
+        # Each line ends in exactly one CR LF: any more means a name or value carries one (a response split).
         if block.count("\n") != len(lines) or block.count("\r") != len(lines) or "\0" in block:
             raise ValueError("a header name or value of the answer contains CR, LF or NUL")
         return block.encode("utf-8", "surrogateescape")
@@ -720,19 +720,25 @@ def request_continue(headers: CIMultiDictProxy[str], body_exists: bool) -> bool:
     return body_exists and headers.get("Expect", "").lower() == "100-continue"
 
 
-def _reason(status: int) -> str:
+_OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date"})  # written by head() alone
+
+
+@functools.cache
+def _status_line(status: int) -> str:
     try:
-        return HTTPStatus(status).phrase
+        reason = HTTPStatus(status).phrase
     except ValueError:
-        return "Unknown"
+        reason = "Unknown"
+    return f"HTTP/1.1 {status} {reason}\r\n"
 
 
-_date_cache: tuple[int, str] = (0, "")
+_date: tuple[int, str] = (0, "")
 
 
-def _http_date() -> str:
-    global _date_cache
+def _date_line() -> str:
+    """The Date header (RFC 9110 §6.6.1), formatted once a second."""
+    global _date
     now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]
+    if _date[0] != now:
+        _date = (now, f"Date: {formatdate(now, usegmt=True)}\r\n")
+    return _date[1]
