@@ -15,6 +15,7 @@ from gateway import http1
 
 if TYPE_CHECKING:
     from connectors.logstore.students import StudentHasher
+    from gateway.activation.store import VersionRead
     from gateway.catalogue import DataService, RouteSpec
     from trust.certificates import PeerIdentity
     from trust.register import Participant, Register
@@ -64,6 +65,7 @@ class Exchange:
     school: str | None = None  # organisationMasterIdentifier of the school the exchange is about
     purpose: str | None = None  # the covenant art. 5.2 code the exchange is for
     activation: Any = None
+    activations_read: VersionRead | None = None  # the activation store's version, read once for this exchange
 
     # A body the checks had to read (push services: the attribute check); forwarded instead of the stream.
     body: bytes | None = None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from gateway.activation.backend import Backend, PostgresBackend, SqliteBackend
 from gateway.activation.freshness import Freshness, NoCache, RedisFreshness, SqliteFreshness
 from gateway.activation.model import Activation, ActivationStatus, ProcessingAgreement, decide
-from gateway.activation.store import ActivationError, ActivationStore, InvalidActivation, NotFoundError
+from gateway.activation.store import ActivationError, ActivationStore, InvalidActivation, NotFoundError, VersionRead
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Activation", "ActivationError", "ActivationStatus", "ActivationStore", "InvalidActivation", "NotFoundError",
-    "ProcessingAgreement",
+    "ProcessingAgreement", "VersionRead",
     "decide", "open_activations",
 ]  # fmt: skip
 

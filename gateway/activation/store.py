@@ -47,6 +47,16 @@ class InvalidActivation(ActivationError):
     """The activation asked for breaks a rule of the model (an end before its start, an unknown OIN)."""
 
 
+@dataclass(slots=True)
+class VersionRead:
+    """The store's version as one exchange read it first: its later lookups (school, then activation, then purpose)
+    use that read instead of reading again (a Redis GET, or PRAGMA data_version, each). A change that finished
+    before the exchange's first lookup began is still seen by all of them."""
+
+    version: object | None = None
+    done: bool = False
+
+
 @dataclass(frozen=True)
 class SchoolKey:
     key_id: str
@@ -109,13 +119,22 @@ class ActivationStore:
 
     # -- the request path ---------------------------------------------------------------------------------------
 
-    async def _cached(self, key: tuple[str, ...], load: Any) -> Any:
-        version = await self.freshness.version()
-        if version is None:
-            return await load()
-        if version != self._cache_version:
-            self._cache.clear()
-            self._cache_version = version
+    async def _cached(self, key: tuple[str, ...], load: Any, read: VersionRead | None = None) -> Any:
+        if read is not None and read.done:
+            version = read.version
+            if version is None:
+                return await load()
+            if version != self._cache_version:  # the cache moved to another version meanwhile: ask the store
+                return await load()
+        else:
+            version = await self.freshness.version()
+            if read is not None:
+                read.version, read.done = version, True
+            if version is None:
+                return await load()
+            if version != self._cache_version:
+                self._cache.clear()
+                self._cache_version = version
         hit = self._cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < CACHE_MAX_AGE:
             return hit[1]
@@ -124,9 +143,12 @@ class ActivationStore:
             self._cache[key] = (time.monotonic(), value)
         return value
 
-    async def lookup(self, school: str, data_service: str, counterparty: str) -> tuple[Activation, ...]:
+    async def lookup(
+        self, school: str, data_service: str, counterparty: str, *, read: VersionRead | None = None
+    ) -> tuple[Activation, ...]:
         """Every activation recorded for (school, data service, counterparty OIN), in force or not: the caller
-        decides with `model.decide`, so that a refusal can say why (revoked, ended, not yet confirmed)."""
+        decides with `model.decide`, so that a refusal can say why (revoked, ended, not yet confirmed). `read`:
+        the exchange's version read, made by this lookup if not yet done."""
 
         async def load() -> tuple[Activation, ...]:
             rows = await self.backend.fetch(
@@ -135,17 +157,17 @@ class ActivationStore:
             )
             return tuple(_row_to_activation(row) for row in rows)
 
-        result: tuple[Activation, ...] = await self._cached(("lookup", school, data_service, counterparty), load)
+        result: tuple[Activation, ...] = await self._cached(("lookup", school, data_service, counterparty), load, read)
         return result
 
-    async def is_known_school(self, school: str) -> bool:
-        """A school is known to this node when it has any activation here (of any status)."""
+    async def is_known_school(self, school: str, *, read: VersionRead | None = None) -> bool:
+        """A school is known to this node when it has any activation here (of any status). `read` as for lookup."""
 
         async def load() -> bool:
             rows = await self.backend.fetch("SELECT 1 AS one FROM activations WHERE school = $1 LIMIT 1", school)
             return bool(rows)
 
-        known: bool = await self._cached(("school", school), load)
+        known: bool = await self._cached(("school", school), load, read)
         return known
 
     # -- reading ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ async def activation(node: Node, x: Exchange) -> None:
 async def admitting(node: Node, x: Exchange, counterparty: str) -> Activation:
     """The activation that admits this exchange with `counterparty` (the caller inbound, the receiver outbound)."""
     assert x.service is not None and x.school is not None
-    found = await node.activations.lookup(x.school, x.service.name, counterparty)
+    found = await node.activations.lookup(x.school, x.service.name, counterparty, read=x.activations_read)
     admitted, reason = decide(found, x.now, data_class=x.service.data_class)
     if admitted is None:
         if not found:

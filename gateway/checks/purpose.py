@@ -59,7 +59,9 @@ async def covering_activation(node: Node, x: Exchange, code: str) -> Activation:
     assert x.activation is not None and x.service is not None
     if code in x.activation.purposes:
         return x.activation
-    found = await node.activations.lookup(x.activation.school, x.service.name, x.activation.counterparty)
+    found = await node.activations.lookup(
+        x.activation.school, x.service.name, x.activation.counterparty, read=x.activations_read
+    )
     for other in found:
         if code in other.purposes and other.refusal(x.now, data_class=x.service.data_class) is None:
             return other

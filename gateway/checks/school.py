@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway.activation.store import VersionRead
 from gateway.checks.payload import reference_values
 from gateway.denials import EduOrgUnknown
 from gateway.exchange import Exchange
@@ -28,6 +29,7 @@ async def school(node: Node, x: Exchange) -> None:
     if len(found) > 1:
         raise EduOrgUnknown("the exchange names more than one school; an exchange is about one school", step="school")
     reference = found.pop()
-    if not await node.activations.is_known_school(reference):
+    x.activations_read = VersionRead()  # read by this first lookup, used by the activation and purpose checks
+    if not await node.activations.is_known_school(reference, read=x.activations_read):
         raise EduOrgUnknown(f"school {reference!r} is not known to this node", step="school")
     x.school = reference

@@ -15,6 +15,7 @@ from gateway.activation import (
     ActivationStatus,
     ActivationStore,
     NotFoundError,
+    VersionRead,
     decide,
     open_activations,
 )
@@ -223,3 +224,76 @@ async def test_an_unreachable_redis_costs_the_cache_not_correctness(tmp_path: Pa
     finally:
         await store.close()
         await dead.aclose()
+
+
+class CountingFreshness:
+    """The store's own freshness, counting its reads."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    async def version(self) -> object | None:
+        self.reads += 1
+        return await self.inner.version()  # type: ignore[attr-defined, no-any-return]
+
+    async def bump(self) -> None:
+        await self.inner.bump()  # type: ignore[attr-defined]
+
+
+async def test_one_exchange_reads_the_version_once_for_its_school_activation_and_purpose_lookups(
+    tmp_path: Path,
+) -> None:
+    store = await open_activations(node_config(tmp_path), redis=None)
+    counting = CountingFreshness(store.freshness)
+    store.freshness = counting
+    try:
+        await activate(store)
+        for _ in range(3):  # cached or not, each exchange reads once
+            read = VersionRead()
+            assert await store.is_known_school(SCHOOL, read=read)
+            assert len(await store.lookup(SCHOOL, LMG, PUBLISHER, read=read)) == 1
+            assert len(await store.lookup(SCHOOL, LMG, PUBLISHER, read=read)) == 1
+        assert counting.reads == 3
+        assert await store.is_known_school(SCHOOL)  # without a read: a read of its own, as before
+        assert counting.reads == 4
+    finally:
+        await store.close()
+
+
+async def test_an_exchange_sees_every_change_that_finished_before_its_first_lookup(tmp_path: Path) -> None:
+    node_store = await open_activations(node_config(tmp_path), redis=None)
+    cli_store = await open_activations(node_config(tmp_path), redis=None)
+    try:
+        activation = await activate(cli_store)
+        warm = VersionRead()
+        assert await node_store.is_known_school(SCHOOL, read=warm) and await admitted(node_store)  # cached
+        await cli_store.revoke(activation.id, school=SCHOOL)
+        read = VersionRead()
+        assert await node_store.is_known_school(SCHOOL, read=read)
+        _, reason = decide(await node_store.lookup(SCHOOL, LMG, PUBLISHER, read=read), datetime.now(UTC), data_class="IV")
+        assert "revoked" in reason
+    finally:
+        await node_store.close()
+        await cli_store.close()
+
+
+async def test_an_exchange_whose_read_the_cache_has_moved_past_asks_the_store(tmp_path: Path) -> None:
+    """An exchange that read version v1, while another exchange has since moved the cache to v2: its lookups are
+    answered by the store itself (never from entries of another version), and leave the cache at v2."""
+    node_store = await open_activations(node_config(tmp_path), redis=None)
+    cli_store = await open_activations(node_config(tmp_path), redis=None)
+    try:
+        activation = await activate(cli_store)
+        early = VersionRead()
+        assert await node_store.is_known_school(SCHOOL, read=early)
+        await cli_store.revoke(activation.id, school=SCHOOL)
+        assert not await admitted(node_store)  # another exchange: reads v2, caches the revoked activation
+        moved_to = node_store._cache_version
+        assert moved_to != early.version
+        found = await node_store.lookup(SCHOOL, LMG, PUBLISHER, read=early)
+        assert found[0].status is ActivationStatus.REVOKED  # the store as it is, not a stale entry
+        assert node_store._cache_version == moved_to
+    finally:
+        await node_store.close()
+        await cli_store.close()
