@@ -59,35 +59,47 @@ OnComplete = Callable[[int, int], Awaitable[None]]
 SMALL_ANSWER = 64 * 1024  # answers up to this size (with a Content-Length) are sent whole; larger ones stream
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t.strip()}
+# Never passed upstream: the upstream client states the length of what it sends itself.
+_NOT_UPSTREAM = HOP_BY_HOP | CLIENT_ONLY | {"content-length"}
+_NOT_DOWNSTREAM = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"}
+_NONE: frozenset[str] = frozenset()
 
 
-def upstream_headers(x: Exchange) -> CIMultiDict[str]:
+def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """The header names a Connection header lists (RFC 9110 §7.6.1): hop-by-hop too."""
+    values = headers.getall("Connection", ())
+    if not values:
+        return _NONE
+    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
+def upstream_headers(x: Exchange) -> list[tuple[str, str]]:
+    """The client's headers less hop-by-hop fields, credentials and anything spoofable, plus the verified identity."""
     incoming = x.request.headers
-    dropped = HOP_BY_HOP | CLIENT_ONLY | _connection_tokens(incoming)
-    headers: CIMultiDict[str] = CIMultiDict(
-        (name, value)
-        for name, value in incoming.items()
-        if name.lower() not in dropped and not name.lower().startswith(CLIENT_ONLY_PREFIXES)
-    )
-    headers.popall("Content-Length", None)  # the upstream client states the length of what it sends
+    listed = _connection_tokens(incoming)
+    headers = []
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower not in _NOT_UPSTREAM and lower not in listed and not lower.startswith(CLIENT_ONLY_PREFIXES):
+            headers.append((name, value))
     assert x.peer is not None and x.token is not None and x.service is not None
-    headers[EXCHANGE_ID] = x.id
-    headers["Edu-Caller-Oin"] = x.peer.oin
-    headers["Edu-Client-Id"] = x.token.client_id
-    headers["Edu-Data-Service"] = x.service.name
+    headers.append((EXCHANGE_ID, x.id))
+    headers.append(("Edu-Caller-Oin", x.peer.oin))
+    headers.append(("Edu-Client-Id", x.token.client_id))
+    headers.append(("Edu-Data-Service", x.service.name))
     if x.purpose:
-        headers["Edu-Purpose"] = x.purpose
+        headers.append(("Edu-Purpose", x.purpose))
     if x.school:
-        headers["Edu-School"] = x.school
+        headers.append(("Edu-School", x.school))
     return headers
 
 
 def response_headers(upstream: UpstreamResponse, x: Exchange) -> CIMultiDict[str]:
-    dropped = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"} | _connection_tokens(upstream.headers)
+    listed = _connection_tokens(upstream.headers)
     headers: CIMultiDict[str] = CIMultiDict(
-        (name, value) for name, value in upstream.headers.items() if name.lower() not in dropped
+        (name, value)
+        for name, value in upstream.headers.items()
+        if (lower := name.lower()) not in _NOT_DOWNSTREAM and lower not in listed
     )
     headers[EXCHANGE_ID] = x.id
     return headers

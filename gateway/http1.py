@@ -349,9 +349,12 @@ class ExchangeProtocol(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        server = self._server
+        if len(name) + len(value) > server.max_field_size:
+            raise _RefusedHead(f"a header field is longer than {server.max_field_size} bytes")
         self._raw_headers.append((name, value))
-        if len(self._raw_headers) > self._server.max_header_count:
-            raise _RefusedHead(f"more than {self._server.max_header_count} header fields")
+        if len(self._raw_headers) > server.max_header_count:
+            raise _RefusedHead(f"more than {server.max_header_count} header fields")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -363,9 +366,6 @@ class ExchangeProtocol(asyncio.Protocol):
         if self._bridge is not None or not self._server.serves_here(raw_path):
             self._to_aiohttp(method, raw_headers)
             return
-        for name, value in raw_headers:
-            if len(name) + len(value) > self._server.max_field_size:
-                raise _RefusedHead(f"a header field is longer than {self._server.max_field_size} bytes")
         headers = CIMultiDictProxy(
             CIMultiDict(
                 [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw_headers]
@@ -373,8 +373,9 @@ class ExchangeProtocol(asyncio.Protocol):
         )
         declared = headers.get("Content-Length")
         length = int(declared) if declared is not None else None  # llhttp let only digits through
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        body = BodyStream(self, continue_wanted=request_continue(headers, chunked or bool(length)))
+        chunked = "Transfer-Encoding" in headers and "chunked" in headers["Transfer-Encoding"].lower()
+        continue_wanted = "Expect" in headers and request_continue(headers, chunked or bool(length))
+        body = BodyStream(self, continue_wanted=continue_wanted)
         self._body = body
         version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
         request = Request(

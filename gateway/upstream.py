@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -64,9 +64,13 @@ class InvalidRequest(ValueError):
 _RESERVED = ("\nhost:", "\ncontent-length:", "\ntransfer-encoding:")
 
 
-def request_head(method: str, target: str, host: str, headers: Mapping[str, str], framing: str) -> bytes:
+Headers = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+def request_head(method: str, target: str, host: str, headers: Headers, framing: str) -> bytes:
     """The request line and header block. `framing` is the Content-Length/Transfer-Encoding line (or "")."""
-    block = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    block = "".join([f"{name}: {value}\r\n" for name, value in pairs])
     lines = len(headers)
     # Each header adds exactly one CR and one LF: any more means a name or value carries one.
     if block.count("\n") != lines or block.count("\r") != lines or "\0" in block:
@@ -513,7 +517,7 @@ class UpstreamPool:
         method: str,
         base: str,
         target: str,
-        headers: Mapping[str, str],
+        headers: Headers,
         body: bytes | AsyncIterable[bytes] | None = None,
         *,
         length: int | None = None,
