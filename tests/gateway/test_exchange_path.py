@@ -486,7 +486,7 @@ async def test_a_token_request_without_a_purpose_is_refused(federation: Federati
     ],
     ids=["bad-content-length", "bad-header-name", "not-http"],
 )
-async def test_a_request_aiohttp_cannot_parse_gets_an_edu_v_400_and_is_logged(federation: Federation, raw: bytes):
+async def test_a_request_that_cannot_be_parsed_gets_an_edu_v_400_and_is_logged(federation: Federation, raw: bytes):
     assert federation.served is not None
     context = federation.trust(federation.parties["publisher"].identity)
     reader, writer = await asyncio.open_connection("127.0.0.1", federation.served.port, ssl=context)
