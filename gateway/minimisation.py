@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from trust.direct_identifiers import IdentifierKind, identifier_in, is_name_key
+from trust.direct_identifiers import NINE_DIGITS, IdentifierKind, identifier_in, is_name_key
 
 _SEGMENT = re.compile(r"([A-Za-z0-9_$@\-]*)((?:\[\])*)")
 
@@ -194,7 +194,8 @@ class _Walk:
             members = node.members
             for key, member in value.items():
                 here = f"{path}.{key}" if path else key
-                self.check_key(key, here, path)
+                if _key_kind(key) is not None:  # most member names are nothing: no call to check_key
+                    self.check_key(key, here, path)
                 child = members.get(key)
                 if child is None:
                     self.cut(here)
@@ -229,16 +230,27 @@ class _Walk:
         if isinstance(value, dict):
             for key, member in value.items():
                 here = f"{path}.{key}" if path else key
-                self.check_key(key, here, path)
+                if _key_kind(key) is not None:
+                    self.check_key(key, here, path)
                 self.inspect(member, here)
         elif isinstance(value, list):
             here = path + "[]"
             for item in value:
                 self.inspect(item, here)
-        elif isinstance(value, str | int) and not isinstance(value, bool):
+        elif isinstance(value, str):
+            # identifier_in finds nothing in a text without nine digits and without an "@": one C scan decides
+            if _nine_digits(value) is None and "@" not in value:
+                return
             found = identifier_in(value, email_allowed=path in self.email_paths)
             if found is not None:
                 raise DirectIdentifier(f"field {path!r} holds {_WHAT[found]}, which may not travel", path, found)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            found = identifier_in(value, email_allowed=path in self.email_paths)
+            if found is not None:
+                raise DirectIdentifier(f"field {path!r} holds {_WHAT[found]}, which may not travel", path, found)
+
+
+_nine_digits = NINE_DIGITS.search
 
 
 @functools.lru_cache(maxsize=4096)

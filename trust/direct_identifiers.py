@@ -23,6 +23,8 @@ _WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2)
 _NINE_DIGITS = re.compile(
     r"(?<![0-9A-Za-z])(?:\d{9}|\d{4}\.\d{2}\.\d{3}|\d{3}[ .]\d{3}[ .]\d{3}|\d{4} \d{2} \d{3})(?![0-9A-Za-z])"
 )
+# Without a match of this and without an "@", a text holds neither a PGN nor an e-mail address (see identifier_in).
+NINE_DIGITS = _NINE_DIGITS
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 
 # Keys that hold a person's name, compared lower-case with separators removed (Edu-V/OneRoster, UWLR, Dutch).

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.minimisation import DirectIdentifier, scan_identifiers
 from trust.direct_identifiers import (
     contains_email,
     contains_pgn,
@@ -97,3 +98,20 @@ def test_name_members_are_recognised_whatever_their_spelling(key: str) -> None:
 @pytest.mark.parametrize("key", ["courseId", "nameSpace", "status", "schoolName2"])
 def test_other_members_are_not_name_members(key: str) -> None:
     assert not is_name_key(key)
+
+
+@given(
+    text=st.text(max_size=30)
+    | st.from_regex(r"[a-z @.]{0,5}\d{3}[ .]?\d{3}[ .]?\d{3}[a-z @.]{0,5}", fullmatch=True)
+    | st.emails(),
+    email_allowed=st.booleans(),
+)
+def test_the_walks_quick_pass_over_texts_finds_what_identifier_in_finds(text: str, email_allowed: bool) -> None:
+    """The minimisation walk skips identifier_in for texts without nine digits and without an "@"."""
+    expected = identifier_in(text, email_allowed=email_allowed)
+    try:
+        scan_identifiers({"value": text}, email_paths=("value",) if email_allowed else ())
+    except DirectIdentifier as found:
+        assert found.kind == expected
+    else:
+        assert expected is None
