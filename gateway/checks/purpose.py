@@ -37,17 +37,20 @@ async def purpose(node: Node, x: Exchange) -> None:
             f"{', '.join(sorted(bound))}",
             step="purpose",
         )
-    what = node.purposes.describe(code)
+    # The purpose's description is only for a refusal's message: not made for an exchange that passes.
     if code not in node.purposes:
-        raise Forbidden(f"purpose {what}", step="purpose")
+        raise Forbidden(f"purpose {node.purposes.describe(code)}", step="purpose")
     if code not in bound:
         raise Forbidden(
-            f"purpose {what} is not bound into the access token (bound: {', '.join(sorted(bound)) or 'none'}); "
+            f"purpose {node.purposes.describe(code)} is not bound into the access token "
+            f"(bound: {', '.join(sorted(bound)) or 'none'}); "
             "a request may narrow the token's purposes, never widen them",
             step="purpose",
         )
     if code not in x.service.purposes:
-        raise Forbidden(f"purpose {what} is not allowed for data service {x.service.name!r}", step="purpose")
+        raise Forbidden(
+            f"purpose {node.purposes.describe(code)} is not allowed for data service {x.service.name!r}", step="purpose"
+        )
     if x.activation is not None:
         x.activation = await covering_activation(node, x, code)
     x.purpose = code

@@ -271,7 +271,8 @@ async def test_an_exchange_sees_every_change_that_finished_before_its_first_look
         await cli_store.revoke(activation.id, school=SCHOOL)
         read = VersionRead()
         assert await node_store.is_known_school(SCHOOL, read=read)
-        _, reason = decide(await node_store.lookup(SCHOOL, LMG, PUBLISHER, read=read), datetime.now(UTC), data_class="IV")
+        found = await node_store.lookup(SCHOOL, LMG, PUBLISHER, read=read)
+        _, reason = decide(found, datetime.now(UTC), data_class="IV")
         assert "revoked" in reason
     finally:
         await node_store.close()
