@@ -16,7 +16,7 @@ from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
 from gateway.activation.api import add_consent_routes
 from gateway.exchange import new_exchange_id
-from gateway.http1 import ExchangeServer, ExchangeSite, Request, StreamedAnswer, node_paths_of
+from gateway.http1 import Answer, ExchangeServer, ExchangeSite, Request, node_paths_of
 from gateway.log_api import add_log_routes
 from gateway.node import Node
 from gateway.pipeline import handle_exchange
@@ -229,7 +229,7 @@ async def serve(
     await runner.setup()
     assert runner.server is not None
 
-    async def exchange(request: Request) -> web.StreamResponse | StreamedAnswer:
+    async def exchange(request: Request) -> Answer:
         return await handle_exchange(node, request)
 
     exchanges = ExchangeServer(

@@ -13,7 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from connectors.bodies import BodySource
 from gateway.denials import Denial, PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 from gateway.exchange import Exchange, InboundRequest
-from gateway.http1 import Request, StreamedAnswer
+from gateway.http1 import Answer, Request, StreamedAnswer, WholeAnswer
 from gateway.upstream import InvalidRequest, ResponseTooLarge, UpstreamBroken, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -94,15 +94,22 @@ def upstream_headers(x: Exchange) -> list[tuple[str, str]]:
     return headers
 
 
-def response_headers(upstream: UpstreamResponse, x: Exchange) -> CIMultiDict[str]:
+def response_headers(upstream: UpstreamResponse, x: Exchange) -> list[tuple[str, str]]:
     listed = _connection_tokens(upstream.headers)
-    headers: CIMultiDict[str] = CIMultiDict(
+    headers = [
         (name, value)
         for name, value in upstream.headers.items()
-        if (lower := name.lower()) not in _NOT_DOWNSTREAM and lower not in listed
-    )
-    headers[EXCHANGE_ID] = x.id
+        if (lower := name.lower()) not in _NOT_DOWNSTREAM and lower not in listed and lower != "edu-exchange-id"
+    ]
+    headers.append((EXCHANGE_ID, x.id))
     return headers
+
+
+def _whole(request: InboundRequest, status: int, headers: list[tuple[str, str]], body: bytes) -> Answer:
+    """An answer whose body is at hand, for whichever server the request came in on."""
+    if isinstance(request, Request):
+        return WholeAnswer(status, headers, body)
+    return web.Response(status=status, body=body, headers=headers)
 
 
 class _TooLarge(Exception):
@@ -119,7 +126,7 @@ async def _limited(content: BodySource, limit: int) -> AsyncIterator[bytes]:
 
 
 async def _streamed(
-    request: InboundRequest, status: int, headers: CIMultiDict[str], length: int | None
+    request: InboundRequest, status: int, headers: list[tuple[str, str]], length: int | None
 ) -> web.StreamResponse | StreamedAnswer:
     """An answer to be written in parts, its head sent, on whichever server the request came in."""
     response: web.StreamResponse | StreamedAnswer
@@ -135,7 +142,7 @@ async def _streamed(
     return response
 
 
-async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.StreamResponse | StreamedAnswer:
+async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> Answer:
     """Send the exchange upstream and stream the answer back. `on_complete(status, bytes_out)` runs before the
     last byte reaches the client, so an answered exchange always has its outcome on record."""
     request = x.request
@@ -167,13 +174,13 @@ async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> web.Strea
                 if 200 <= upstream.status < 300 and body:
                     body = await filter_response(node, x, body)
                 await on_complete(upstream.status, len(body))
-                return web.Response(status=upstream.status, body=body, headers=headers)
+                return _whole(request, upstream.status, headers, body)
             length = upstream.content_length
             if length is not None and length <= SMALL_ANSWER:
                 # A small answer goes back in one write: one TLS record and one send instead of three.
                 body = await upstream.readexactly(length) if length else b""
                 await on_complete(upstream.status, length)
-                return web.Response(status=upstream.status, body=body, headers=headers)
+                return _whole(request, upstream.status, headers, body)
             response = await _streamed(request, upstream.status, headers, length)
             sent = 0
             held = b""  # the last chunk waits for the outcome record, so a complete answer implies a record

@@ -29,7 +29,7 @@ import functools
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
@@ -115,7 +115,7 @@ class Request:
             return _EMPTY_QUERY
         return self.rel_url.query
 
-    def streamed(self, status: int, headers: CIMultiDict[str]) -> StreamedAnswer:
+    def streamed(self, status: int, headers: Iterable[tuple[str, str]]) -> StreamedAnswer:
         """An answer whose body is written in parts (`prepare`, `write`..., `write_eof`), like aiohttp's
         StreamResponse."""
         return StreamedAnswer(self._protocol, status, headers)
@@ -194,7 +194,7 @@ class StreamedAnswer:
     """An answer written in parts. With a `content_length` it is framed by it, else chunked (HTTP/1.1) or ended by
     closing the connection (HTTP/1.0)."""
 
-    def __init__(self, protocol: ExchangeProtocol, status: int, headers: CIMultiDict[str]) -> None:
+    def __init__(self, protocol: ExchangeProtocol, status: int, headers: Iterable[tuple[str, str]]) -> None:
         self._protocol = protocol
         self.status = status
         self.headers = headers
@@ -221,7 +221,21 @@ class StreamedAnswer:
             self._protocol.write(b"0\r\n\r\n")
 
 
-Handler = Callable[[Request], Awaitable["web.StreamResponse | StreamedAnswer"]]
+class WholeAnswer:
+    """An answer whose body is at hand: written in one go, without building an aiohttp Response."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Iterable[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+# What the exchange handler returns: aiohttp's answers are served too (the pipeline's Edu-V refusals are built once,
+# for either server).
+Answer = web.StreamResponse | StreamedAnswer | WholeAnswer
+Handler = Callable[[Request], Awaitable[Answer]]
 Refused = Callable[[str], None]
 
 
@@ -462,14 +476,18 @@ class ExchangeProtocol(asyncio.Protocol):
             response = await self._server.handler(request)
             if isinstance(response, StreamedAnswer):
                 return  # written as it went
-            if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
-                raise TypeError(f"the exchange handler returned {type(response).__name__} without a bytes body")
-            if response.status in _NO_BODY_STATUS:
-                answer = self.head(response.status, response.headers, None)
-            elif request.method == "HEAD":  # the length the body would have, and no body
-                answer = self.head(response.status, response.headers, len(response.body))
+            if isinstance(response, WholeAnswer):
+                status, headers, body = response.status, response.headers, response.body
+            elif isinstance(response, web.Response) and isinstance(response.body, bytes):
+                status, headers, body = response.status, response.headers.items(), response.body
             else:
-                answer = self.head(response.status, response.headers, len(response.body)) + response.body
+                raise TypeError(f"the exchange handler returned {type(response).__name__} without a bytes body")
+            if status in _NO_BODY_STATUS:
+                answer = self.head(status, headers, None)
+            elif request.method == "HEAD":  # the length the body would have, and no body
+                answer = self.head(status, headers, len(body))
+            else:
+                answer = self.head(status, headers, len(body)) + body
         except Exception as exc:
             self._crash(exc)
             return
@@ -478,11 +496,11 @@ class ExchangeProtocol(asyncio.Protocol):
             with contextlib.suppress(ConnectionError):
                 await self.drain()
 
-    def head(self, status: int, headers: CIMultiDict[str] | CIMultiDictProxy[str], length: int | None, *,
+    def head(self, status: int, headers: Iterable[tuple[str, str]], length: int | None, *,
              chunked: bool = False) -> bytes:
         """The status line and header block, with the framing and connection headers this server owns."""
         lines = [_status_line(status)]
-        for name, value in headers.items():
+        for name, value in headers:
             if name.lower() not in _OWN_HEADERS:
                 lines.append(f"{name}: {value}\r\n")
         if length is not None:
@@ -538,7 +556,7 @@ class ExchangeProtocol(asyncio.Protocol):
             self._close()  # aiohttp owns the connection's answers now; it cannot be told mid-stream
             return
         payload = json.dumps({"status": edu_status, "statusMessage": reason}).encode()
-        headers = CIMultiDict({"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store"})
+        headers = (("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store"))
         answer = self.head(status, headers, len(payload)) + payload
         if self._worker is None or self._worker is asyncio.current_task():
             self.write(answer)  # nothing owed before it (or it is the answer to the request in hand)

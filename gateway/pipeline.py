@@ -27,7 +27,7 @@ from gateway.checks.token import access_token, certificate_binding
 from gateway.denials import Denial, LogUnavailable
 from gateway.exchange import Exchange, InboundRequest
 from gateway.forward import EXCHANGE_ID, forward
-from gateway.http1 import StreamedAnswer
+from gateway.http1 import Answer
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -60,7 +60,7 @@ async def run_checks(checks: Sequence[Check], node: Node, x: Exchange) -> None:
             await result
 
 
-async def handle_exchange(node: Node, request: InboundRequest) -> web.StreamResponse | StreamedAnswer:
+async def handle_exchange(node: Node, request: InboundRequest) -> Answer:
     x = Exchange(request=request, now=node.clock())
     try:
         await run_checks(INBOUND, node, x)
