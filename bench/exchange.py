@@ -1,6 +1,6 @@
 """Exchange benchmark: the upstream directly, nginx as an mTLS reverse proxy, and the gateway's full path.
 
-All three in one run on this machine, each server with one worker process, the same load generator, the same
+All in one run on this machine, each server with one worker process, the same load generator, the same
 request (a Progress API PUT). Prints requests/s and p50/p99 latency, the gateway/nginx throughput ratio, and
 the gateway's peak RSS.
 
@@ -189,6 +189,21 @@ def main() -> None:
             )
         )
         wait_port(bare_port)
+        floor_port = free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "bench/floor_proxy.py",
+                    str(floor_port),
+                    f"http://127.0.0.1:{upstream_port}",
+                    ready["server_cert"],
+                    ready["server_key"],
+                    ready["ca"],
+                ]
+            )
+        )
+        wait_port(floor_port)
 
         token = asyncio.run(get_token(ready["port"], ready))
         record_id = str(uuid.uuid4())
@@ -209,6 +224,7 @@ def main() -> None:
         upstream = measure(upstream_port, None, plain)
         nginx = measure(nginx_port, mtls, plain)
         bare = measure(bare_port, mtls, plain)
+        floor = measure(floor_port, mtls, plain)
         gateway = measure(ready["port"], mtls, with_token)
         rss = peak_rss_kib(node.pid)
 
@@ -220,10 +236,12 @@ def main() -> None:
         print(row("upstream directly (plain HTTP)", upstream))
         print(row("nginx mTLS reverse proxy", nginx))
         print(row("bare aiohttp mTLS proxy (uvloop)", bare))
+        print(row("edugate's HTTP stack, no checks/log", floor))
         print(row("edugate full path", gateway))
         ratio = gateway.rps / nginx.rps if nginx.rps else 0.0
         print(f"\ngateway/nginx throughput ratio: {ratio:.2f}")
         print(f"gateway/bare aiohttp proxy ratio: {gateway.rps / bare.rps if bare.rps else 0.0:.2f}")
+        print(f"gateway/its own HTTP stack without checks and log: {gateway.rps / floor.rps if floor.rps else 0.0:.2f}")
         print(f"gateway peak RSS: {rss / 1024:.1f} MiB")
         print(
             "(edugate full path = mTLS + certificate + register + token + keurmerk + activation + purpose +"
