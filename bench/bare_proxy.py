@@ -15,14 +15,21 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+# Headers a bare proxy does not pass on (the bench's floor proxies share them).
 HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length", "authorization"}
 
 
-async def main(port: int, upstream: str, cert: str, key: str, ca: str) -> None:
+def mtls_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    """The floor proxies' server side: client certificates required, from the bench CA."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     context.load_verify_locations(cafile=ca)
     context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def main(port: int, upstream: str, cert: str, key: str, ca: str) -> None:
+    context = mtls_context(cert, key, ca)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), auto_decompress=False)
 
     async def proxy(request: web.Request) -> web.Response:

@@ -10,23 +10,21 @@ checks and the durable log cost; the gap between it and nginx is the price of th
 from __future__ import annotations
 
 import asyncio
-import ssl
 import sys
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bare_proxy import HOP, mtls_context
+
 from gateway.http1 import Answer, ExchangeServer, Request, WholeAnswer
 from gateway.upstream import UpstreamPool
 
-HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length", "authorization"}
-
 
 async def main(port: int, upstream: str, cert: str, key: str, ca: str) -> None:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    context.load_verify_locations(cafile=ca)
-    context.verify_mode = ssl.CERT_REQUIRED
+    context = mtls_context(cert, key, ca)
     pool = UpstreamPool(limit=100, timeout=30.0)
 
     async def proxy(request: Request) -> Answer:
