@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
@@ -278,3 +279,47 @@ def test_path_and_query_are_decoded_as_aiohttp_decodes_them():
     request._rel_url = None
     assert request.path == "/v1/a b/c"
     assert request.query.getall("x") == ["1", "2"] and request.query["y"] == "a b"
+
+
+# --- the hand-over and old clients ----------------------------------------------------------------------------
+
+
+async def test_a_token_request_with_a_chunked_body_reaches_the_token_endpoint_whole(federation: Federation):
+    publisher = federation.client("publisher")
+    form = urlencode(
+        {
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": publisher.assertion(),
+            "scope": "progress",
+            "purpose": "b",
+        }
+    ).encode()
+    parts = [form[:100], form[100:]]
+    chunked = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    reader, writer = await connect(federation)
+    writer.write(
+        b"POST /oauth2/token HTTP/1.1\r\nHost: node\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunked
+    )
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status == 200, body
+    assert json.loads(body)["token_type"].lower() in ("bearer", "dpop")
+
+
+async def test_an_http_1_0_client_gets_its_answer_and_the_connection_closes(federation: Federation, token: str):
+    body = record()
+    data = json.dumps(body).encode()
+    reader, writer = await connect(federation)
+    writer.write(
+        (
+            f"PUT /v1/progress/{body['id']} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nEdu-Purpose: b\r\nContent-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        + data
+    )
+    status, headers, _ = await read_answer(reader)
+    assert status == 201 and headers.get("connection") == "close"
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
