@@ -276,7 +276,7 @@ class ExchangeProtocol(asyncio.Protocol):
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._body: BodyStream | None = None
-        # parsed requests waiting for (or in) the handler, oldest first; and whether each was read to its end
+        # parsed requests waiting for (or in) the handler, oldest first, and a refusal owed after them (bytes)
         self._queue: deque[Request | bytes] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._bridge: _Bridge | None = None
