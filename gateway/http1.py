@@ -29,7 +29,7 @@ import functools
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
@@ -122,8 +122,8 @@ class Request:
 
 
 class BodyStream:
-    """A request body as it arrives: `readany()` gives what has arrived (b"" at its end), `iter_chunked(n)` the same
-    in pieces of at most n bytes; aiohttp's StreamReader's names."""
+    """A request body as it arrives: `readany()` gives what has arrived (b"" at its end), as aiohttp's StreamReader's
+    does."""
 
     __slots__ = ("_chunks", "_eof", "_error", "_protocol", "_size", "_waiter", "continue_wanted")
 
@@ -151,9 +151,6 @@ class BodyStream:
         if not self._eof:
             self._error = error
         self._wake()
-
-    def at_eof(self) -> bool:
-        return self._eof and not self._chunks
 
     def complete(self) -> bool:
         """Whether the whole body has arrived (read or not): the connection can carry the next request."""
@@ -183,11 +180,6 @@ class BodyStream:
         if self._size < LOW_WATER:
             self._protocol.resume_for_body()
         return chunk
-
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        while chunk := await self.readany():
-            for start in range(0, len(chunk), n):
-                yield chunk[start : start + n]
 
 
 class StreamedAnswer:
@@ -387,8 +379,8 @@ class ExchangeProtocol(asyncio.Protocol):
         )
         declared = headers.get("Content-Length")
         length = int(declared) if declared is not None else None  # llhttp let only digits through
-        chunked = "Transfer-Encoding" in headers and "chunked" in headers["Transfer-Encoding"].lower()
-        continue_wanted = "Expect" in headers and request_continue(headers, chunked or bool(length))
+        body_exists = _chunked(raw_headers) or bool(length)
+        continue_wanted = body_exists and headers.get("Expect", "").lower() == "100-continue"
         body = BodyStream(self, continue_wanted=continue_wanted)
         self._body = body
         version = (1, 1) if parser.get_http_version() == "1.1" else (1, 0)
@@ -402,7 +394,7 @@ class ExchangeProtocol(asyncio.Protocol):
             version=version,
             keep_alive=parser.should_keep_alive(),
             content_length=length,
-            body_exists=chunked or bool(length),
+            body_exists=body_exists,
         )
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINED:
@@ -436,9 +428,7 @@ class ExchangeProtocol(asyncio.Protocol):
         head = [b"%b %b HTTP/%b\r\n" % (method.encode("ascii"), self._url, version.encode("ascii"))]
         head.extend(b"%b: %b\r\n" % (name, value) for name, value in raw_headers)
         head.append(b"\r\n")
-        bridge.chunked = any(
-            name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in raw_headers
-        )
+        bridge.chunked = _chunked(raw_headers)
         bridge.send(b"".join(head))
         if not self._queue:
             bridge.start(self._transport)  # type: ignore[arg-type]
@@ -590,7 +580,7 @@ class ExchangeProtocol(asyncio.Protocol):
         if self._lost or (self._bridge is not None):
             return
         idle_for = self._loop.time() - self._last_active
-        if self._worker is None and not self._queue and idle_for >= KEEPALIVE:
+        if not self.busy() and idle_for >= KEEPALIVE:
             self._close()
             return
         self._idle_timer = self._loop.call_later(max(1.0, KEEPALIVE - idle_for), self._idle_check)
@@ -735,8 +725,9 @@ def node_paths_of(app: web.Application) -> Callable[[str], bool]:
     return owned
 
 
-def request_continue(headers: CIMultiDictProxy[str], body_exists: bool) -> bool:
-    return body_exists and headers.get("Expect", "").lower() == "100-continue"
+def _chunked(raw_headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """Whether the body comes chunked (llhttp has checked the framing; this says which it is)."""
+    return any(name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in raw_headers)
 
 
 _OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date"})  # written by head() alone
