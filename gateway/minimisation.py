@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from trust.direct_identifiers import NINE_DIGITS, IdentifierKind, identifier_in, is_name_key
+from trust.direct_identifiers import IdentifierKind, identifier_in, is_name_key, might_hold_identifier
 
 _SEGMENT = re.compile(r"([A-Za-z0-9_$@\-]*)((?:\[\])*)")
 
@@ -238,19 +238,16 @@ class _Walk:
             for item in value:
                 self.inspect(item, here)
         elif isinstance(value, str):
-            # identifier_in finds nothing in a text without nine digits and without an "@": one C scan decides
-            if _nine_digits(value) is None and "@" not in value:
-                return
-            found = identifier_in(value, email_allowed=path in self.email_paths)
-            if found is not None:
-                raise DirectIdentifier(f"field {path!r} holds {_WHAT[found]}, which may not travel", path, found)
+            if might_hold_identifier(value):  # nearly every text is decided by this one scan
+                self.refuse_identifier(value, path)
         elif isinstance(value, int) and not isinstance(value, bool):
-            found = identifier_in(value, email_allowed=path in self.email_paths)
-            if found is not None:
-                raise DirectIdentifier(f"field {path!r} holds {_WHAT[found]}, which may not travel", path, found)
+            self.refuse_identifier(value, path)
 
-
-_nine_digits = NINE_DIGITS.search
+    def refuse_identifier(self, value: str | int, path: str) -> None:
+        """A scalar at `path` that is a PGN or an e-mail address (where none may stand) is refused."""
+        found = identifier_in(value, email_allowed=path in self.email_paths)
+        if found is not None:
+            raise DirectIdentifier(f"field {path!r} holds {_WHAT[found]}, which may not travel", path, found)
 
 
 @functools.lru_cache(maxsize=4096)

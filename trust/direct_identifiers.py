@@ -23,8 +23,6 @@ _WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2)
 _NINE_DIGITS = re.compile(
     r"(?<![0-9A-Za-z])(?:\d{9}|\d{4}\.\d{2}\.\d{3}|\d{3}[ .]\d{3}[ .]\d{3}|\d{4} \d{2} \d{3})(?![0-9A-Za-z])"
 )
-# Without a match of this and without an "@", a text holds neither a PGN nor an e-mail address (see identifier_in).
-NINE_DIGITS = _NINE_DIGITS
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 
 # Keys that hold a person's name, compared lower-case with separators removed (Edu-V/OneRoster, UWLR, Dutch).
@@ -87,13 +85,19 @@ def is_name_key(key: str) -> bool:
     return re.sub(r"[^a-z]", "", key.lower()) in NAME_KEYS
 
 
+def might_hold_identifier(text: str) -> bool:
+    """False when `text` can hold neither a PGN nor an e-mail address: no nine digits standing alone, no "@".
+    One C-speed scan, so that walks over many values can skip the full search for nearly all of them."""
+    return "@" in text or _NINE_DIGITS.search(text) is not None
+
+
 def identifier_in(value: object, *, email_allowed: bool = False) -> IdentifierKind | None:
     """The kind of direct identifier a scalar JSON value holds, if any. Integers are read as digit strings."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
         return "pgn" if 100_000_000 <= abs(value) <= 999_999_999 and is_pgn(str(abs(value))) else None
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not might_hold_identifier(value):
         return None
     if contains_pgn(value):
         return "pgn"
