@@ -122,19 +122,17 @@ class ActivationStore:
     async def _cached(self, key: tuple[str, ...], load: Any, read: VersionRead | None = None) -> Any:
         if read is not None and read.done:
             version = read.version
-            if version is None:
-                return await load()
             if version != self._cache_version:  # the cache moved to another version meanwhile: ask the store
                 return await load()
         else:
             version = await self.freshness.version()
             if read is not None:
                 read.version, read.done = version, True
-            if version is None:
-                return await load()
-            if version != self._cache_version:
+            if version is not None and version != self._cache_version:
                 self._cache.clear()
                 self._cache_version = version
+        if version is None:  # no way to tell freshness: never cached
+            return await load()
         hit = self._cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < CACHE_MAX_AGE:
             return hit[1]
