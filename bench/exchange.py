@@ -1,4 +1,5 @@
-"""Exchange benchmark: the upstream directly, nginx as an mTLS reverse proxy, and the gateway's full path.
+"""Exchange benchmark: the upstream directly, nginx as an mTLS reverse proxy, two bare Python mTLS proxies (aiohttp's
+stack, and the node's own server and upstream client), and the gateway's full path.
 
 All in one run on this machine, each server with one worker process, the same load generator, the same
 request (a Progress API PUT). Prints requests/s and p50/p99 latency, the gateway/nginx throughput ratio, and
@@ -182,36 +183,17 @@ def main() -> None:
             )
         )
         wait_port(nginx_port)
-        bare_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "bench/bare_proxy.py",
-                    str(bare_port),
-                    f"http://127.0.0.1:{upstream_port}",
-                    ready["server_cert"],
-                    ready["server_key"],
-                    ready["ca"],
-                ]
-            )
-        )
-        wait_port(bare_port)
-        floor_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "bench/floor_proxy.py",
-                    str(floor_port),
-                    f"http://127.0.0.1:{upstream_port}",
-                    ready["server_cert"],
-                    ready["server_key"],
-                    ready["ca"],
-                ]
-            )
-        )
-        wait_port(floor_port)
+
+        def floor_proxy(script: str) -> int:
+            """One of the bare mTLS proxies (bench/bare_proxy.py, bench/floor_proxy.py) in front of the upstream."""
+            port = free_port()
+            arguments = [f"http://127.0.0.1:{upstream_port}", ready["server_cert"], ready["server_key"], ready["ca"]]
+            procs.append(subprocess.Popen([sys.executable, script, str(port), *arguments]))
+            wait_port(port)
+            return port
+
+        bare_port = floor_proxy("bench/bare_proxy.py")
+        floor_port = floor_proxy("bench/floor_proxy.py")
 
         token = asyncio.run(get_token(ready["port"], ready))
         record_id = str(uuid.uuid4())
