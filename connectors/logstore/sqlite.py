@@ -1,87 +1,23 @@
 """The embedded exchange-log store: one SQLite file in WAL mode with synchronous=FULL.
 
-Two connections, each on its own thread. The writer is a plain sqlite3 connection on a single-thread executor,
-used only under the log's store lock, so one transaction is open at a time; a whole batch (BEGIN, the inserts,
-COMMIT with its fsync) is one call to that thread, because every hand-over between the event loop and a thread
-costs more than the inserts themselves when the loop is busy with exchanges. The reader is an aiosqlite
-connection for queries and proofs, which WAL lets run beside the writer.
+Writes go through one connection held by a writer process of the node's own (`connectors.logstore.sqlite_writer`:
+why a process, and how the two talk); a whole batch (BEGIN, the inserts, COMMIT with its fsync) is one request
+to it. Queries and proofs read through an aiosqlite connection in the node, which WAL lets run beside the writer.
 Times are stored as fixed-width UTC text (`2026-11-23T16:14:54.123456Z`), which sorts as time does.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import sqlite3
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
-from connectors.logstore.base import RECORD_COLUMNS, Bucket, GroupCommitLog, RecordFilter, Row, student_rows
+from connectors.logstore.base import Bucket, GroupCommitLog, RecordFilter, Row, student_rows
+from connectors.logstore.sqlite_writer import SQLiteWriter
 from trust.checkpoint import PrivateKey, SignedCheckpoint
 from trust.transparency import Subtree
-
-T = TypeVar("T")
-
-
-
-def _insert(db: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """All `rows` in one INSERT statement (per 500 rows, within SQLite's bound-parameter limit) rather than
-    `executemany`: the sqlite3 module gives up the GIL around every step and must take it back after each, and
-    while the event loop is busy each take can wait up to the switch interval. One statement per table keeps a
-    batch to a handful of those waits (measured with a busy main thread: 106 ms -> 9 ms for 16 records)."""
-    for start in range(0, len(rows), 500):
-        part = rows[start : start + 500]
-        values = ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * len(part))
-        db.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", [v for row in part for v in row])
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tree (
-    level INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    hash BLOB NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records (
-    idx INTEGER PRIMARY KEY,
-    leaf_hash BLOB NOT NULL,
-    exchange_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    at TEXT NOT NULL,
-    school TEXT,
-    caller_oin TEXT,
-    counterparty_oin TEXT,
-    peer_oin TEXT,
-    data_service TEXT,
-    purpose TEXT,
-    decision TEXT NOT NULL,
-    records INTEGER,
-    bytes_out INTEGER,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_school_at ON records (school, at);
-CREATE INDEX IF NOT EXISTS records_caller_at ON records (caller_oin, at);
-CREATE INDEX IF NOT EXISTS records_counterparty_at ON records (counterparty_oin, at);
-CREATE INDEX IF NOT EXISTS records_at ON records (at);
-CREATE INDEX IF NOT EXISTS records_exchange ON records (exchange_id);
-CREATE TABLE IF NOT EXISTS record_students (
-    student_hash TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    PRIMARY KEY (student_hash, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tree_size INTEGER NOT NULL,
-    made_at TEXT NOT NULL,
-    jws TEXT NOT NULL
-);
-"""
 
 
 def sqlite_time(moment: datetime) -> str:
@@ -96,51 +32,30 @@ def _placeholder(n: int) -> str:
 
 
 class SQLiteExchangeLog(GroupCommitLog):
-    def __init__(self, path: Path, *, node_oin: str, signing_key: PrivateKey, **options: Any) -> None:
+    def __init__(
+        self, path: Path, *, node_oin: str, signing_key: PrivateKey, writer_lock_wait: float = 10.0, **options: Any
+    ) -> None:
         super().__init__(node_oin=node_oin, signing_key=signing_key, **options)
         self.path = path
-        self._writer_db: sqlite3.Connection | None = None
-        self._writer_thread: ThreadPoolExecutor | None = None
+        self._store_writer = SQLiteWriter(path, lock_wait=writer_lock_wait)
         self._reader_db: aiosqlite.Connection | None = None
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id while it runs (for operators and tests)."""
+        return self._store_writer.pid
 
     async def _store_open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exchange-log-writer")
-        self._writer_db = await self._in_writer(self._connect_writer)
+        await self._store_writer.start()  # creates the file and its schema before the reader opens it
         self._reader_db = await aiosqlite.connect(self.path, isolation_level=None)
         await self._reader_db.execute("PRAGMA busy_timeout=5000")
-
-    def _connect_writer(self) -> sqlite3.Connection:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves; the connection lives on the writer thread only.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
-        return db
 
     async def _store_close(self) -> None:
         if self._reader_db is not None:
             await self._reader_db.close()
-        if self._writer_db is not None:
-            await self._in_writer(self._writer_db.close)
-        if self._writer_thread is not None:
-            self._writer_thread.shutdown(wait=True)
-        self._writer_db = self._reader_db = None
-        self._writer_thread = None
-
-    async def _in_writer(self, function: Callable[..., T], *args: Any) -> T:
-        """Run `function` on the writer's thread; calls run one at a time, in the order they were made."""
-        if self._writer_thread is None:
-            raise RuntimeError("the SQLite exchange log is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, partial(function, *args))
-
-    @property
-    def _w(self) -> sqlite3.Connection:
-        if self._writer_db is None:
-            raise RuntimeError("the SQLite exchange log is not open")
-        return self._writer_db
+        self._reader_db = None
+        await self._store_writer.close()
 
     @property
     def _r(self) -> aiosqlite.Connection:
@@ -149,56 +64,16 @@ class SQLiteExchangeLog(GroupCommitLog):
         return self._reader_db
 
     async def _store_size(self) -> int:
-        db = self._w
-        row = await self._in_writer(
-            lambda: db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree WHERE level = 0").fetchone()
-        )
-        return int(row[0]) if row else 0
+        return int(await self._store_writer.request("size"))
 
     async def _store_recover(self) -> None:
-        # A batch abandoned at its timeout may still be running in the writer's thread (calls run in order):
-        # this runs after it, and rolls back whatever transaction it left open.
-        db = self._w
-
-        def recover() -> None:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-
-        await self._in_writer(recover)
+        # Nothing to undo: a batch that failed inside SQLite was rolled back by the writer, and one abandoned
+        # at its timeout died with the writer process the handle killed; the next request starts a new one.
+        return None
 
     async def _store_write(self, rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
         records = [r.columns(sqlite_time(r.at)) for r in rows]
-        students = student_rows(rows)
-        abandoned = threading.Event()
-        try:
-            await self._in_writer(self._write_batch, records, students, nodes, abandoned)
-        except asyncio.CancelledError:
-            # The log gave up on this batch (commit timeout) and told its waiters it failed: the call still
-            # running on the writer's thread must not commit it after all.
-            abandoned.set()
-            raise
-
-    def _write_batch(
-        self,
-        records: list[tuple[Any, ...]],
-        students: list[tuple[str, int]],
-        nodes: list[tuple[int, int, bytes]],
-        abandoned: threading.Event,
-    ) -> None:
-        db = self._w
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            _insert(db, "records", RECORD_COLUMNS, records)
-            _insert(db, "record_students", ("student_hash", "idx"), students)
-            _insert(db, "tree", ("level", "idx", "hash"), nodes)
-            if abandoned.is_set():
-                raise TimeoutError("the batch was abandoned before it committed")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):  # a broken connection: the next batch reports it
-                    db.execute("ROLLBACK")
-            raise
+        await self._store_writer.request("batch", records, student_rows(rows), nodes)
 
     async def _store_subtrees(self, wanted: set[Subtree]) -> dict[Subtree, bytes]:
         if not wanted:
@@ -226,20 +101,8 @@ class SQLiteExchangeLog(GroupCommitLog):
             return [bytes(row[0]) async for row in cursor]
 
     async def _store_add_checkpoint(self, checkpoint: SignedCheckpoint) -> None:
-        db = self._w
-        values = (checkpoint.tree_size, sqlite_time(checkpoint.timestamp), checkpoint.jws)
-
-        def add() -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("INSERT INTO checkpoints (tree_size, made_at, jws) VALUES (?, ?, ?)", values)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-
-        await self._in_writer(add)
+        made_at = sqlite_time(checkpoint.timestamp)
+        await self._store_writer.request("checkpoint", checkpoint.tree_size, made_at, checkpoint.jws)
 
     async def _store_checkpoints(self, since: datetime | None, until: datetime | None, latest_only: bool) -> list[str]:
         if latest_only:
@@ -294,19 +157,4 @@ class SQLiteExchangeLog(GroupCommitLog):
             ]
 
     async def _store_prune(self, older_than: datetime) -> int:
-        db = self._w
-        cutoff = sqlite_time(older_than)
-
-        def prune() -> int:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("DELETE FROM record_students WHERE idx IN (SELECT idx FROM records WHERE at < ?)", (cutoff,))
-                removed = db.execute("DELETE FROM records WHERE at < ?", (cutoff,)).rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            return int(removed)
-
-        return await self._in_writer(prune)
+        return int(await self._store_writer.request("prune", sqlite_time(older_than)))

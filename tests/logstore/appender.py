@@ -3,7 +3,8 @@
     python tests/logstore/appender.py (sqlite PATH | postgresql DSN) STATE_DIR
 
 Prints `ack <index> <exchange_id>` only after `append` returned (the record is durable), and once
-`checkpoint <size> <root hex>` after the first 50 acknowledgements. Run by the kill -9 tests.
+`checkpoint <size> <root hex>` after the first 50 acknowledgements; on SQLite first `writer <pid>`, its
+writer process. Run by the kill -9 tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, as pytest has it
 
 from connectors.logstore import open_log
+from connectors.logstore.sqlite import SQLiteExchangeLog
 from gateway.config import LogSection
 from tests.logstore.samples import NODE, record
 
@@ -25,6 +27,8 @@ async def main(store: str, where: str, state_dir: Path) -> None:
     )
     log = open_log(section, state_dir=state_dir, node_oin=NODE, checkpoint_interval=None)
     await log.start()
+    if isinstance(log, SQLiteExchangeLog):
+        sys.stdout.write(f"writer {log.writer_pid}\n")
     acked = 0
     checkpointed = False
 

@@ -105,9 +105,7 @@ async def test_a_missing_or_broken_consistency_proof_is_named(log: GroupCommitLo
     ]
 
 
-async def test_a_checkpoint_of_a_rewritten_history_is_inconsistent(
-    open_test_log: Any, tmp_path: Path
-) -> None:
+async def test_a_checkpoint_of_a_rewritten_history_is_inconsistent(open_test_log: Any, tmp_path: Path) -> None:
     """A node that rewrites its log and signs the new tree cannot prove it extends what it signed before."""
     log = open_test_log()
     await log.start()

@@ -12,6 +12,7 @@ import pytest
 
 from connectors.logstore import open_log
 from gateway.config import LogSection
+from tests.logstore.processes import ended
 from tests.logstore.samples import NODE, SCHOOL
 from trust import transparency
 from trust.transparency import verify_consistency
@@ -54,6 +55,8 @@ async def test_kill_9_loses_no_acknowledged_record(log_section: LogSection, tmp_
     acked = {int(parts[1]): parts[2] for parts in (line.split() for line in lines) if parts[0] == "ack"}
     (checkpoint_line,) = [line.split() for line in lines if line.startswith("checkpoint ")]
     assert len(acked) >= 600
+    for _, pid in (line.split() for line in lines if line.startswith("writer ")):
+        assert await ended(int(pid)), "the SQLite writer outlived its node"
 
     log = open_log(log_section, state_dir=tmp_path, node_oin=NODE, checkpoint_interval=None)
     await log.start()

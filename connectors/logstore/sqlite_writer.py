@@ -1,0 +1,321 @@
+"""The SQLite exchange log's writer: a small process of its own that owns the log's one writing connection.
+
+Why a process and not a thread: the sqlite3 module gives up the interpreter lock around every SQLite call and
+takes it back after, and a thread beside a busy event loop makes every such take (and every GIL release of the
+loop: a syscall, a TLS read) a hand-over between the two, so SQLite's own work slowed the loop by far more than
+its CPU (`docs/architecture.md`). In a process of its own it shares no lock with the loop. It also makes a stuck
+commit abandonable for real: the node kills the writer, and SQLite rolls back what it had not committed.
+
+The node (`SQLiteWriter`) and the process (`serve`) speak length-prefixed msgpack frames over the process's
+stdin and stdout: a request `[operation, *arguments]`, an answer `[true, value]` or `[false, message]`. One
+request at a time; the process reads the next only after answering. It exits when its stdin closes, so it never
+outlives the node (killed or not), and runs in a session of its own, so a Ctrl-C meant for the node does not
+stop it before the node has written what is queued.
+
+    python connectors/logstore/sqlite_writer.py PATH [LOCK_WAIT]   (started by the node, as a script: see below)
+
+One writer per log file: the process holds an exclusive lock on `PATH-writer.lock` while it lives. A second node
+configured on the same file is refused at start instead of interleaving its own tree with the first's, and a
+writer whose node died (it finishes the request it had read, then sees its stdin end) is out of the way before a
+new one reads the tree's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+import struct
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tree (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    idx INTEGER PRIMARY KEY,
+    leaf_hash BLOB NOT NULL,
+    exchange_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    school TEXT,
+    caller_oin TEXT,
+    counterparty_oin TEXT,
+    peer_oin TEXT,
+    data_service TEXT,
+    purpose TEXT,
+    decision TEXT NOT NULL,
+    records INTEGER,
+    bytes_out INTEGER,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_school_at ON records (school, at);
+CREATE INDEX IF NOT EXISTS records_caller_at ON records (caller_oin, at);
+CREATE INDEX IF NOT EXISTS records_counterparty_at ON records (counterparty_oin, at);
+CREATE INDEX IF NOT EXISTS records_at ON records (at);
+CREATE INDEX IF NOT EXISTS records_exchange ON records (exchange_id);
+CREATE TABLE IF NOT EXISTS record_students (
+    student_hash TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (student_hash, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tree_size INTEGER NOT NULL,
+    made_at TEXT NOT NULL,
+    jws TEXT NOT NULL
+);
+"""
+
+_LENGTH = struct.Struct(">I")
+
+
+class WriterFailed(Exception):
+    """The writer refused or lost a request: nothing of it is committed (or, if the writer died after its
+    commit, the log's tree is re-read from the file before the next batch)."""
+
+
+# --- the process ---------------------------------------------------------------------------------------------
+
+
+def connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: BEGIN and COMMIT are ours, so a batch is exactly one transaction.
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(SCHEMA)
+    return db
+
+
+def _insert(db: sqlite3.Connection, table: str, rows: list[list[Any]]) -> None:
+    """All `rows` in one INSERT statement per 500 rows (within SQLite's bound-parameter limit): one statement
+    per table instead of a step per row. Rows give every column of the table in SCHEMA's order (for `records`:
+    `connectors.logstore.base.RECORD_COLUMNS`, which a test holds equal)."""
+    for start in range(0, len(rows), 500):
+        part = rows[start : start + 500]
+        values = ", ".join(["(" + ", ".join("?" * len(part[0])) + ")"] * len(part))
+        db.execute(f"INSERT INTO {table} VALUES {values}", [v for row in part for v in row])
+
+
+def _transaction(db: sqlite3.Connection, work: Callable[[], Any]) -> Any:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _batch(db: sqlite3.Connection, records: list[list[Any]], students: list[list[Any]], nodes: list[list[Any]]) -> None:
+    def work() -> None:
+        _insert(db, "records", records)
+        _insert(db, "record_students", students)
+        _insert(db, "tree", nodes)
+
+    _transaction(db, work)
+
+
+def _size(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM tree WHERE level = 0").fetchone()[0])
+
+
+def _checkpoint(db: sqlite3.Connection, tree_size: int, made_at: str, jws: str) -> None:
+    values = (tree_size, made_at, jws)
+    _transaction(db, lambda: db.execute("INSERT INTO checkpoints (tree_size, made_at, jws) VALUES (?, ?, ?)", values))
+
+
+def _prune(db: sqlite3.Connection, cutoff: str) -> int:
+    def work() -> int:
+        db.execute("DELETE FROM record_students WHERE idx IN (SELECT idx FROM records WHERE at < ?)", (cutoff,))
+        return int(db.execute("DELETE FROM records WHERE at < ?", (cutoff,)).rowcount)
+
+    return int(_transaction(db, work))
+
+
+OPERATIONS: dict[str, Callable[..., Any]] = {"batch": _batch, "size": _size, "checkpoint": _checkpoint, "prune": _prune}
+
+
+def _read_frame(stream: BinaryIO) -> bytes | None:
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None  # the node closed the pipe (or died): a half-sent request is never carried out
+    (length,) = _LENGTH.unpack(head)
+    body = stream.read(length)
+    return body if len(body) == length else None
+
+
+def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float = 10.0) -> None:
+    """Answer requests from `requests` on `answers` until `requests` ends. The first answer says the store is
+    open (or why it is not); opening waits up to `lock_wait` seconds for another writer of the file to end."""
+    encode, decode = msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder().decode
+
+    def answer(ok: bool, value: Any) -> None:
+        frame = encode([ok, value])
+        answers.write(_LENGTH.pack(len(frame)) + frame)
+        answers.flush()
+
+    try:
+        lock = _hold_writer_lock(path, lock_wait)
+        db = connect(path)
+    except Exception as exc:
+        answer(False, f"{type(exc).__name__}: {exc}")
+        return
+    answer(True, None)
+    while (frame := _read_frame(requests)) is not None:
+        try:
+            operation, *arguments = decode(frame)
+            value = OPERATIONS[operation](db, *arguments)
+        except Exception as exc:  # the transaction is rolled back; the node fails the request's waiters
+            answer(False, str(exc) or type(exc).__name__)
+        else:
+            answer(True, value)
+    db.close()
+    lock.close()
+
+
+class WriterLockHeld(Exception):
+    pass
+
+
+def _hold_writer_lock(path: str, wait: float) -> BinaryIO:
+    lock = open(path + "-writer.lock", "ab")  # noqa: SIM115 - held open (locked) for the process's life
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                lock.close()
+                raise WriterLockHeld(
+                    f"another process writes to this log (a second node on the same file?): {path}-writer.lock"
+                    f" stayed locked for {wait:g} s"
+                ) from None
+            time.sleep(0.05)
+
+
+def main() -> None:
+    # The answers get a descriptor of their own and stdout becomes stderr, so a stray print cannot corrupt them.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.argv[1], sys.stdin.buffer, answers, *(float(a) for a in sys.argv[2:3]))
+
+
+# --- the node's side -----------------------------------------------------------------------------------------
+
+
+class SQLiteWriter:
+    """The node's handle on its writer process: `request` sends one operation and waits for its answer.
+
+    Any failure to get an answer (the writer died, a garbled frame, or the caller gave up: a commit timeout)
+    kills the process, so an abandoned transaction can never commit later; the next request starts a new one.
+    """
+
+    def __init__(self, path: Path, *, lock_wait: float = 10.0) -> None:
+        self.path = path
+        self.lock_wait = lock_wait  # how long a new writer waits for an earlier one of the same file to end
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder().decode
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._ensure_started()
+
+    async def request(self, operation: str, *arguments: Any) -> Any:
+        async with self._lock:
+            process = await self._ensure_started()
+            assert process.stdin is not None
+            frame = self._encode([operation, *arguments])
+            try:
+                process.stdin.write(_LENGTH.pack(len(frame)) + frame)
+                ok, value = await self._answer(process)
+            except BaseException:
+                await self._kill()
+                raise
+            if not ok:
+                raise WriterFailed(value)
+            return value
+
+    async def close(self) -> None:
+        """Let the writer finish what it is doing and exit (its stdin closes); kill it if it does not."""
+        async with self._lock:
+            process, self._process = self._process, None
+            if process is None or process.returncode is not None:
+                return
+            assert process.stdin is not None
+            process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    async def _ensure_started(self) -> asyncio.subprocess.Process:
+        process = self._process
+        if process is not None and process.returncode is None:
+            return process
+        self._process = None
+        # Run as a script, not as a module of its package: the package's imports would cost the process
+        # 0.7 s and 45 MB more at every start. It needs only the standard library and msgspec.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            str(self.path),
+            str(self.lock_wait),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            ok, value = await self._answer(process)
+        except BaseException:
+            process.kill()
+            await process.wait()
+            raise
+        if not ok:
+            await process.wait()
+            raise WriterFailed(f"the exchange log's writer cannot open {self.path}: {value}")
+        self._process = process
+        return process
+
+    async def _answer(self, process: asyncio.subprocess.Process) -> tuple[bool, Any]:
+        assert process.stdout is not None
+        try:
+            head = await process.stdout.readexactly(_LENGTH.size)
+            (length,) = _LENGTH.unpack(head)
+            ok, value = self._decode(await process.stdout.readexactly(length))
+        except asyncio.IncompleteReadError as exc:
+            raise WriterFailed(f"the exchange log's writer process ended (exit status {process.returncode})") from exc
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise WriterFailed(f"the exchange log's writer gave a garbled answer: {exc}") from exc
+        return bool(ok), value
+
+    async def _kill(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+if __name__ == "__main__":
+    main()
