@@ -1,9 +1,10 @@
 """Exchange benchmark: the upstream directly, nginx as an mTLS reverse proxy, two bare Python mTLS proxies (aiohttp's
 stack, and the node's own server and upstream client), and the gateway's full path.
 
-All in one run on this machine, each server with one worker process, the same load generator, the same
-request (a Progress API PUT). Prints requests/s and p50/p99 latency, the gateway/nginx throughput ratio, and
-the gateway's peak RSS.
+All in one run on this machine, each server with one worker process (nginx's beside its master, the gateway's
+beside its SQLite log-writer process), the same load generator, the same request (a Progress API PUT). Prints
+requests/s, p50/p99 latency and each server's CPU per request (all its processes), the gateway/nginx throughput
+ratio, and the gateway's peak RSS.
 
     .venv/bin/python bench/exchange.py [--seconds 10] [--connections 32] [--rounds 3]
 """
@@ -88,6 +89,37 @@ http {{
     return conf
 
 
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat_fields(int(entry.name))[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) of `pid` and of every process under it, running now: the gateway's
+    log-writer process, nginx's worker under its master."""
+    ticks, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = _stat_fields(current)
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+        todo += child_pids(current)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -124,11 +156,12 @@ async def get_token(port: int, ready: dict[str, str]) -> str:
         return str(body["access_token"])
 
 
-def row(name: str, result: Result) -> str:
+def row(name: str, result: Result, cpu_seconds: float) -> str:
     ok = sum(n for s, n in result.statuses.items() if s < 400)
+    cpu_us = cpu_seconds / result.requests * 1e6 if result.requests else float("nan")
     return (
         f"{name:<34}{result.rps:>10.0f}{result.percentile(50):>10.2f}{result.percentile(99):>10.2f}"
-        f"{ok:>10}{result.requests - ok + result.errors:>8}"
+        f"{ok:>10}{result.requests - ok + result.errors:>8}{cpu_us:>12.0f}"
     )
 
 
@@ -153,6 +186,7 @@ def main() -> None:
     try:
         upstream_port, nginx_port = free_port(), free_port()
         procs.append(subprocess.Popen([sys.executable, "-m", "connectors.samples.dashboard", str(upstream_port)]))
+        upstream_pid = procs[-1].pid
         wait_port(upstream_port)
         node = subprocess.Popen(
             [
@@ -171,29 +205,22 @@ def main() -> None:
             time.sleep(0.2)
         ready = json.loads((work / "fed" / "ready.json").read_text())
         (work / "nginx-body").mkdir()
-        procs.append(
-            subprocess.Popen(
-                [
-                    "nginx",
-                    "-c",
-                    str(nginx_config(work, nginx_port, upstream_port, ready)),
-                    "-e",
-                    str(work / "nginx-error.log"),
-                ]
-            )
-        )
+        nginx_conf = nginx_config(work, nginx_port, upstream_port, ready)
+        procs.append(subprocess.Popen(["nginx", "-c", str(nginx_conf), "-e", str(work / "nginx-error.log")]))
+        nginx_pid = procs[-1].pid
         wait_port(nginx_port)
 
-        def floor_proxy(script: str) -> int:
-            """One of the bare mTLS proxies (bench/bare_proxy.py, bench/floor_proxy.py) in front of the upstream."""
+        def floor_proxy(script: str) -> tuple[int, int]:
+            """One of the bare mTLS proxies (bench/bare_proxy.py, bench/floor_proxy.py) in front of the upstream:
+            its port and process id."""
             port = free_port()
             arguments = [f"http://127.0.0.1:{upstream_port}", ready["server_cert"], ready["server_key"], ready["ca"]]
             procs.append(subprocess.Popen([sys.executable, script, str(port), *arguments]))
             wait_port(port)
-            return port
+            return port, procs[-1].pid
 
-        bare_port = floor_proxy("bench/bare_proxy.py")
-        floor_port = floor_proxy("bench/floor_proxy.py")
+        bare_port, bare_pid = floor_proxy("bench/bare_proxy.py")
+        floor_port, floor_pid = floor_proxy("bench/floor_proxy.py")
 
         token = asyncio.run(get_token(ready["port"], ready))
         record_id = str(uuid.uuid4())
@@ -206,24 +233,32 @@ def main() -> None:
         plain = build_request("PUT", path, "127.0.0.1", headers, body)
         with_token = build_request("PUT", path, "127.0.0.1", {**headers, "Authorization": f"Bearer {token}"}, body)
 
-        def measure(port: int, context: ssl.SSLContext | None, request: bytes) -> Result:
-            return asyncio.run(
+        def measure(port: int, context: ssl.SSLContext | None, request: bytes, pid: int) -> tuple[Result, float]:
+            """The load generator's result, and the CPU seconds the server (all its processes) spent meanwhile."""
+            before = tree_cpu_seconds(pid)
+            result = asyncio.run(
                 run("127.0.0.1", port, context, request, connections=args.connections, seconds=args.seconds)
             )
+            return result, tree_cpu_seconds(pid) - before
 
+        # (port, TLS context, request, the server's process: its CPU counts with all its children's)
         targets = {
-            "upstream directly (plain HTTP)": (upstream_port, None, plain),
-            "nginx mTLS reverse proxy": (nginx_port, mtls, plain),
-            "bare aiohttp mTLS proxy (uvloop)": (bare_port, mtls, plain),
-            "edugate's HTTP stack, no checks/log": (floor_port, mtls, plain),
-            "edugate full path": (ready["port"], mtls, with_token),
+            "upstream directly (plain HTTP)": (upstream_port, None, plain, upstream_pid),
+            "nginx mTLS reverse proxy": (nginx_port, mtls, plain, nginx_pid),
+            "bare aiohttp mTLS proxy (uvloop)": (bare_port, mtls, plain, bare_pid),
+            "edugate's HTTP stack, no checks/log": (floor_port, mtls, plain, floor_pid),
+            "edugate full path": (ready["port"], mtls, with_token, node.pid),
         }
         # Rounds interleave the targets, so a slow spell of this shared machine hits them all alike.
         results: dict[str, list[Result]] = {name: [] for name in targets}
+        cpu: dict[int, float] = {}  # id(result) -> server CPU seconds during it
         for _ in range(args.rounds):
             for name, target in targets.items():
-                results[name].append(measure(*target))
+                result, seconds = measure(*target)
+                results[name].append(result)
+                cpu[id(result)] = seconds
         rss = peak_rss_kib(node.pid)
+        writer_rss = ", ".join(f"{peak_rss_kib(pid) / 1024:.1f} MiB" for pid in child_pids(node.pid)) or "none"
         if args.rounds > 1:
             print(f"\nper round, gateway/nginx: {', '.join(f'{ratio(results, i):.2f}' for i in range(args.rounds))}")
         chosen = {name: sorted(runs, key=lambda r: r.rps)[len(runs) // 2] for name, runs in results.items()}
@@ -240,16 +275,20 @@ def main() -> None:
             + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
             + "\n"
         )
-        print(f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ok':>10}{'errors':>8}")
+        print(f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ok':>10}{'errors':>8}{'CPU us/req':>12}")
         for name, result in chosen.items():
-            print(row(name, result))
+            print(row(name, result, cpu[id(result)]))
         print(f"\ngateway/nginx throughput ratio: {gateway.rps / nginx.rps if nginx.rps else 0.0:.2f}")
         print(f"gateway/bare aiohttp proxy ratio: {gateway.rps / bare.rps if bare.rps else 0.0:.2f}")
         print(f"gateway/its own HTTP stack without checks and log: {gateway.rps / floor.rps if floor.rps else 0.0:.2f}")
-        print(f"gateway peak RSS: {rss / 1024:.1f} MiB")
+        print(f"gateway peak RSS: {rss / 1024:.1f} MiB (its worker process; the log writer's own: {writer_rss})")
         print(
             "(edugate full path = mTLS + certificate + register + token + keurmerk + activation + purpose +"
             " attribute checks + durable log record before forwarding + outcome record)"
+        )
+        print(
+            "(CPU us/req: user + system time of the server's processes per request answered: nginx's master and"
+            " worker; the gateway's worker and its SQLite log-writer process)"
         )
         if gateway.statuses.keys() - {200, 201}:
             print(f"gateway statuses: {gateway.statuses}")
