@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as redis_asyncio
 import structlog
 
-from connectors.logstore import open_log
+from connectors.logstore import LogOpenFailed, open_log
 from connectors.logstore.base import ExchangeLog
 from connectors.logstore.students import StudentHasher
 from connectors.register_source import RegisterSource
@@ -169,7 +169,10 @@ async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node
         jwks=JwksFetcher(),
     )
     exchange_log = open_log(config.log, state_dir=state, node_oin=config.node.oin)
-    await exchange_log.start()
+    try:
+        await exchange_log.start()
+    except LogOpenFailed as exc:
+        raise ConfigError(f"log: the exchange log cannot be opened for writing: {exc}") from exc
     upstream = UpstreamPool(
         limit=config.limits.upstream_connections, timeout=config.limits.upstream_timeout, keepalive=30.0
     )

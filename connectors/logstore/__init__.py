@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from connectors.logstore.base import ExchangeLog, GroupCommitLog, LogWriteFailed, StoredRecord
+from connectors.logstore.base import ExchangeLog, GroupCommitLog, LogOpenFailed, LogWriteFailed, StoredRecord
 from connectors.logstore.record import ExchangeRecord
 from connectors.logstore.students import StudentHasher
 from gateway.config import LogSection
@@ -20,6 +20,7 @@ __all__ = [
     "ExchangeLog",
     "ExchangeRecord",
     "GroupCommitLog",
+    "LogOpenFailed",
     "LogWriteFailed",
     "SignedCheckpoint",
     "StoredRecord",

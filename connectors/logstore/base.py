@@ -39,6 +39,10 @@ class LogWriteFailed(Exception):
     """The record is NOT durable. The node must refuse the exchange (500) and forward nothing."""
 
 
+class LogOpenFailed(Exception):
+    """`start` could not open the store for writing (a file that cannot be opened, one another node writes to)."""
+
+
 @dataclass(frozen=True)
 class StoredRecord:
     index: int  # the record's leaf index in the node's Merkle tree

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiosqlite
 
-from connectors.logstore.base import Bucket, GroupCommitLog, RecordFilter, Row, student_rows
-from connectors.logstore.sqlite_writer import SQLiteWriter
+from connectors.logstore.base import Bucket, GroupCommitLog, LogOpenFailed, RecordFilter, Row, student_rows
+from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed
 from trust.checkpoint import PrivateKey, SignedCheckpoint
 from trust.transparency import Subtree
 
@@ -33,7 +33,13 @@ def _placeholder(n: int) -> str:
 
 class SQLiteExchangeLog(GroupCommitLog):
     def __init__(
-        self, path: Path, *, node_oin: str, signing_key: PrivateKey, writer_lock_wait: float = 10.0, **options: Any
+        self,
+        path: Path,
+        *,
+        node_oin: str,
+        signing_key: PrivateKey,
+        writer_lock_wait: float | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(node_oin=node_oin, signing_key=signing_key, **options)
         self.path = path
@@ -47,7 +53,10 @@ class SQLiteExchangeLog(GroupCommitLog):
 
     async def _store_open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._store_writer.start()  # creates the file and its schema before the reader opens it
+        try:
+            await self._store_writer.start()  # creates the file and its schema before the reader opens it
+        except WriterFailed as exc:
+            raise LogOpenFailed(str(exc)) from exc
         self._reader_db = await aiosqlite.connect(self.path, isolation_level=None)
         await self._reader_db.execute("PRAGMA busy_timeout=5000")
 

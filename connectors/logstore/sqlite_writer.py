@@ -79,6 +79,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 _LENGTH = struct.Struct(">I")
 
+# How long a new writer waits for an earlier one of the same file to end: a writer whose node died finishes the
+# request it had read first (a commit: milliseconds, or a busy timeout of 5 s at worst).
+LOCK_WAIT = 10.0
+
 
 class WriterFailed(Exception):
     """The writer refused or lost a request: nothing of it is committed (or, if the writer died after its
@@ -158,7 +162,7 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
     return body if len(body) == length else None
 
 
-def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float = 10.0) -> None:
+def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float = LOCK_WAIT) -> None:
     """Answer requests from `requests` on `answers` until `requests` ends. The first answer says the store is
     open (or why it is not); opening waits up to `lock_wait` seconds for another writer of the file to end."""
     encode, decode = msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder().decode
@@ -225,9 +229,9 @@ class SQLiteWriter:
     kills the process, so an abandoned transaction can never commit later; the next request starts a new one.
     """
 
-    def __init__(self, path: Path, *, lock_wait: float = 10.0) -> None:
+    def __init__(self, path: Path, *, lock_wait: float | None = None) -> None:
         self.path = path
-        self.lock_wait = lock_wait  # how long a new writer waits for an earlier one of the same file to end
+        self.lock_wait = LOCK_WAIT if lock_wait is None else lock_wait
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._encode = msgspec.msgpack.Encoder().encode

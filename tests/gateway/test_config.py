@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.samples.federation import Federation
 from gateway.catalogue import CatalogueError, load_catalogue
 from gateway.config import ConfigError, load_config
 
@@ -127,3 +128,15 @@ async def test_a_broken_catalogue_stops_the_node_naming_the_catalogue_key_and_pr
 def test_the_shipped_catalogue_is_the_default_wherever_the_config_lives(tmp_path: Path):
     config = load_config(write(tmp_path, MINIMAL))
     assert config.catalogue.is_file() and config.purposes.is_file()
+
+
+async def test_a_second_node_on_a_log_file_another_node_writes_stops_with_the_log_named(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch
+):
+    from connectors.logstore import sqlite_writer
+    from gateway.node import start_node
+
+    monkeypatch.setattr(sqlite_writer, "LOCK_WAIT", 0.3)
+    assert federation.node is not None
+    with pytest.raises(ConfigError, match=r"log: the exchange log cannot be opened for writing: .*exchanges\.sqlite"):
+        await start_node(federation.node.config)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.logstore.base import RECORD_COLUMNS, LogWriteFailed
+from connectors.logstore.base import RECORD_COLUMNS, LogOpenFailed, LogWriteFailed
 from connectors.logstore.sqlite import SQLiteExchangeLog
 from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed
 from tests.logstore.processes import ended
@@ -94,7 +94,7 @@ async def test_a_second_node_on_the_same_log_file_is_refused_at_start(tmp_path: 
     await first.start()
     try:
         second = sqlite_log(tmp_path, writer_lock_wait=0.3)
-        with pytest.raises(WriterFailed, match="another process writes to this log"):
+        with pytest.raises(LogOpenFailed, match="another process writes to this log"):
             await second.start()
         assert await first.append(record()) == 0
     finally:
