@@ -32,18 +32,10 @@ def _placeholder(n: int) -> str:
 
 
 class SQLiteExchangeLog(GroupCommitLog):
-    def __init__(
-        self,
-        path: Path,
-        *,
-        node_oin: str,
-        signing_key: PrivateKey,
-        writer_lock_wait: float | None = None,
-        **options: Any,
-    ) -> None:
+    def __init__(self, path: Path, *, node_oin: str, signing_key: PrivateKey, **options: Any) -> None:
         super().__init__(node_oin=node_oin, signing_key=signing_key, **options)
         self.path = path
-        self._store_writer = SQLiteWriter(path, lock_wait=writer_lock_wait)
+        self._store_writer = SQLiteWriter(path)
         self._reader_db: aiosqlite.Connection | None = None
 
     @property

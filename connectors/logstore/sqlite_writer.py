@@ -12,7 +12,7 @@ request at a time; the process reads the next only after answering. It exits whe
 outlives the node (killed or not), and runs in a session of its own, so a Ctrl-C meant for the node does not
 stop it before the node has written what is queued.
 
-    python connectors/logstore/sqlite_writer.py PATH [LOCK_WAIT]   (started by the node, as a script: see below)
+    python connectors/logstore/sqlite_writer.py PATH LOCK_WAIT   (started by the node, as a script: see below)
 
 One writer per log file: the process holds an exclusive lock on `PATH-writer.lock` while it lives. A second node
 configured on the same file is refused at start instead of interleaving its own tree with the first's, and a
@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 _LENGTH = struct.Struct(">I")
 
 # How long a new writer waits for an earlier one of the same file to end: a writer whose node died finishes the
-# request it had read first (a commit: milliseconds, or a busy timeout of 5 s at worst).
+# request it had read first (a commit: milliseconds, or a busy timeout of 5 s at worst). Read at each start.
 LOCK_WAIT = 10.0
 
 
@@ -162,7 +162,7 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
     return body if len(body) == length else None
 
 
-def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float = LOCK_WAIT) -> None:
+def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float) -> None:
     """Answer requests from `requests` on `answers` until `requests` ends. The first answer says the store is
     open (or why it is not); opening waits up to `lock_wait` seconds for another writer of the file to end."""
     encode, decode = msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder().decode
@@ -192,7 +192,7 @@ def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float = L
 
 
 class WriterLockHeld(Exception):
-    pass
+    """Another writer process holds the log file's writer lock."""
 
 
 def _hold_writer_lock(path: str, wait: float) -> BinaryIO:
@@ -216,7 +216,7 @@ def main() -> None:
     # The answers get a descriptor of their own and stdout becomes stderr, so a stray print cannot corrupt them.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.argv[1], sys.stdin.buffer, answers, *(float(a) for a in sys.argv[2:3]))
+    serve(sys.argv[1], sys.stdin.buffer, answers, float(sys.argv[2]))
 
 
 # --- the node's side -----------------------------------------------------------------------------------------
@@ -229,9 +229,8 @@ class SQLiteWriter:
     kills the process, so an abandoned transaction can never commit later; the next request starts a new one.
     """
 
-    def __init__(self, path: Path, *, lock_wait: float | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.lock_wait = LOCK_WAIT if lock_wait is None else lock_wait
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._encode = msgspec.msgpack.Encoder().encode
@@ -281,11 +280,11 @@ class SQLiteWriter:
         self._process = None
         # Run as a script, not as a module of its package: the package's imports would cost the process
         # 0.7 s and 45 MB more at every start. It needs only the standard library and msgspec.
-        process = await asyncio.create_subprocess_exec(
+        self._process = process = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
             str(self.path),
-            str(self.lock_wait),
+            str(LOCK_WAIT),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,
@@ -293,13 +292,12 @@ class SQLiteWriter:
         try:
             ok, value = await self._answer(process)
         except BaseException:
-            process.kill()
-            await process.wait()
+            await self._kill()
             raise
         if not ok:
+            self._process = None
             await process.wait()
             raise WriterFailed(f"the exchange log's writer cannot open {self.path}: {value}")
-        self._process = process
         return process
 
     async def _answer(self, process: asyncio.subprocess.Process) -> tuple[bool, Any]:

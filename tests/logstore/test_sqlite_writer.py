@@ -1,4 +1,4 @@
-"""The SQLite log's writer process: one per file, replaced when it dies, out of the node's way, never a toy."""
+"""The SQLite log's writer process: one per file, replaced when it dies, out of the node's session."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.logstore import sqlite_writer
 from connectors.logstore.base import RECORD_COLUMNS, LogOpenFailed, LogWriteFailed
 from connectors.logstore.sqlite import SQLiteExchangeLog
 from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed
@@ -18,9 +19,9 @@ from tests.logstore.samples import NODE, SCHOOL, record
 from trust.checkpoint import load_or_create_signing_key
 
 
-def sqlite_log(tmp_path: Path, **options: object) -> SQLiteExchangeLog:
+def sqlite_log(tmp_path: Path) -> SQLiteExchangeLog:
     key = load_or_create_signing_key(tmp_path / "log-signing.key")
-    return SQLiteExchangeLog(tmp_path / "exchanges.sqlite", node_oin=NODE, signing_key=key, **options)  # type: ignore[arg-type]
+    return SQLiteExchangeLog(tmp_path / "exchanges.sqlite", node_oin=NODE, signing_key=key)
 
 
 async def test_the_records_table_takes_its_columns_in_the_order_rows_give_them(tmp_path: Path) -> None:
@@ -89,11 +90,14 @@ async def test_a_writer_killed_in_the_middle_of_a_batch_fails_that_batch_and_the
         await log.close()
 
 
-async def test_a_second_node_on_the_same_log_file_is_refused_at_start(tmp_path: Path) -> None:
+async def test_a_second_node_on_the_same_log_file_is_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = sqlite_log(tmp_path)
     await first.start()
     try:
-        second = sqlite_log(tmp_path, writer_lock_wait=0.3)
+        monkeypatch.setattr(sqlite_writer, "LOCK_WAIT", 0.3)
+        second = sqlite_log(tmp_path)
         with pytest.raises(LogOpenFailed, match="another process writes to this log"):
             await second.start()
         assert await first.append(record()) == 0
