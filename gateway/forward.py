@@ -61,7 +61,8 @@ SMALL_ANSWER = 64 * 1024  # answers up to this size (with a Content-Length) are 
 
 # Never passed upstream: the upstream client states the length of what it sends itself.
 _NOT_UPSTREAM = HOP_BY_HOP | CLIENT_ONLY | {"content-length"}
-_NOT_DOWNSTREAM = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"}
+# Never passed back: the length (the node states it), encodings and cookies, and an upstream's own exchange id.
+_NOT_DOWNSTREAM = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie", EXCHANGE_ID.lower()}
 _NONE: frozenset[str] = frozenset()
 
 
@@ -99,7 +100,7 @@ def response_headers(upstream: UpstreamResponse, x: Exchange) -> list[tuple[str,
     headers = [
         (name, value)
         for name, value in upstream.headers.items()
-        if (lower := name.lower()) not in _NOT_DOWNSTREAM and lower not in listed and lower != "edu-exchange-id"
+        if (lower := name.lower()) not in _NOT_DOWNSTREAM and lower not in listed
     ]
     headers.append((EXCHANGE_ID, x.id))
     return headers
