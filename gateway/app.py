@@ -15,6 +15,7 @@ from aiohttp.web_request import BaseRequest
 from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
 from gateway.activation.api import add_consent_routes
+from gateway.denials import NODE_FAILED, UNPARSEABLE, NodeFailed, SchemaIncorrect, with_detail
 from gateway.exchange import new_exchange_id
 from gateway.http1 import Answer, ExchangeServer, ExchangeSite, Request, node_paths_of
 from gateway.log_api import add_log_routes
@@ -128,16 +129,12 @@ def _edu_v_request_handler(node: Node) -> type[RequestHandler]:
             self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
         ) -> web.StreamResponse:
             super().handle_error(request, status, exc, message)  # aiohttp's own logging and checks
-            reason = (
-                "the request could not be parsed as HTTP/1.1"
-                if status == 400
-                else "the node failed to handle the request"
-            )
-            if message and status < 500:
-                reason = f"{reason}: {message.splitlines()[0][:200]}"
-            _log_outside_pipeline(node, step="http", reason=reason)
-            body = {"status": "0011" if status == 400 else "0099", "statusMessage": reason}
-            response = web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+            reason = UNPARSEABLE if status == 400 else NODE_FAILED
+            if status < 500:
+                reason = with_detail(reason, message)
+            denial = SchemaIncorrect(reason, step="http") if status == 400 else NodeFailed(reason, step="http")
+            _log_outside_pipeline(node, step=denial.step, reason=denial.message)
+            response = web.json_response(denial.body(), status=status, headers={"Cache-Control": "no-store"})
             response.force_close()
             return response
 

@@ -100,6 +100,12 @@ class LogUnavailable(Denial):
     http_status = 500
 
 
+class NodeFailed(Denial):
+    """The node itself failed while handling the request (its fault, not the request's)."""
+
+    http_status = 500
+
+
 class UpstreamUnavailable(Denial):
     http_status = 502
 
@@ -112,6 +118,16 @@ class ServiceUnavailable(Denial):
 
 class UpstreamTimeout(Denial):
     http_status = 504
+
+
+# The reasons of the refusals both HTTP servers of the node make before any check (step "http").
+UNPARSEABLE = "the request could not be parsed as HTTP/1.1"
+NODE_FAILED = "the node failed to handle the request"
+
+
+def with_detail(reason: str, detail: str | None) -> str:
+    """`reason`, followed by the first line of a parser's `detail` (at most 200 characters) when there is one."""
+    return f"{reason}: {detail.splitlines()[0][:200]}" if detail else reason
 
 
 def bearer_challenge(error: str | None = None, description: str | None = None, scope: str | None = None) -> str:

@@ -41,6 +41,8 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+from gateway.denials import NODE_FAILED, UNPARSEABLE, Denial, NodeFailed, SchemaIncorrect, with_detail
+
 log = structlog.get_logger("edugate.http1")
 
 HIGH_WATER = 1024 * 1024  # unread request body above which the connection stops reading...
@@ -527,27 +529,22 @@ class ExchangeProtocol(asyncio.Protocol):
     # refusals outside the handler -----------------------------------------------------------------------
 
     def _refuse_unparseable(self, detail: str) -> None:
-        reason = "the request could not be parsed as HTTP/1.1"
-        if detail:
-            reason = f"{reason}: {detail.splitlines()[0][:200]}"
-        self._server.on_refused(reason)
-        self._refuse(400, "0011", reason)
+        self._refuse(SchemaIncorrect(with_detail(UNPARSEABLE, detail), step="http"))
 
     def _crash(self, exc: BaseException) -> None:
         log.error("exchange handler failed", error=repr(exc))
-        reason = "the node failed to handle the request"
-        self._server.on_refused(reason)
-        self._refuse(500, "0099", reason)
+        self._refuse(NodeFailed(NODE_FAILED, step="http"))
 
-    def _refuse(self, status: int, edu_status: str, reason: str) -> None:
-        """An answer that ends the connection, written after the answers already owed on it."""
+    def _refuse(self, denial: Denial) -> None:
+        """An answer that ends the connection, written after the answers already owed on it; reported first."""
+        self._server.on_refused(denial.message)
         self._closing = True
         if self._bridge is not None and self._bridge.started:
             self._close()  # aiohttp owns the connection's answers now; it cannot be told mid-stream
             return
-        payload = json.dumps({"status": edu_status, "statusMessage": reason}).encode()
+        payload = json.dumps(denial.body()).encode()
         headers = (("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store"))
-        answer = self.head(status, headers, len(payload)) + payload
+        answer = self.head(denial.http_status, headers, len(payload)) + payload
         if self._worker is None or self._worker is asyncio.current_task():
             self.write(answer)  # nothing owed before it (or it is the answer to the request in hand)
             self._close()
