@@ -156,9 +156,9 @@ async def get_token(port: int, ready: dict[str, str]) -> str:
         return str(body["access_token"])
 
 
-def row(name: str, result: Result, cpu_seconds: float) -> str:
+def row(name: str, result: Result) -> str:
     ok = sum(n for s, n in result.statuses.items() if s < 400)
-    cpu_us = cpu_seconds / result.requests * 1e6 if result.requests else float("nan")
+    cpu_us = result.server_cpu / result.requests * 1e6 if result.requests else float("nan")
     return (
         f"{name:<34}{result.rps:>10.0f}{result.percentile(50):>10.2f}{result.percentile(99):>10.2f}"
         f"{ok:>10}{result.requests - ok + result.errors:>8}{cpu_us:>12.0f}"
@@ -233,13 +233,20 @@ def main() -> None:
         plain = build_request("PUT", path, "127.0.0.1", headers, body)
         with_token = build_request("PUT", path, "127.0.0.1", {**headers, "Authorization": f"Bearer {token}"}, body)
 
-        def measure(port: int, context: ssl.SSLContext | None, request: bytes, pid: int) -> tuple[Result, float]:
-            """The load generator's result, and the CPU seconds the server (all its processes) spent meanwhile."""
+        def measure(port: int, context: ssl.SSLContext | None, request: bytes, pid: int) -> Result:
+            """The load generator's result, with the CPU seconds the server (all its processes) spent meanwhile:
+            after a warm-up of its own, so that the CPU counted is that of the requests counted."""
+
+            def load(seconds: float) -> Result:
+                return asyncio.run(
+                    run("127.0.0.1", port, context, request, connections=args.connections, seconds=seconds, warmup=0)
+                )
+
+            load(1.0)
             before = tree_cpu_seconds(pid)
-            result = asyncio.run(
-                run("127.0.0.1", port, context, request, connections=args.connections, seconds=args.seconds)
-            )
-            return result, tree_cpu_seconds(pid) - before
+            result = load(args.seconds)
+            result.server_cpu = tree_cpu_seconds(pid) - before
+            return result
 
         # (port, TLS context, request, the server's process: its CPU counts with all its children's)
         targets = {
@@ -251,12 +258,9 @@ def main() -> None:
         }
         # Rounds interleave the targets, so a slow spell of this shared machine hits them all alike.
         results: dict[str, list[Result]] = {name: [] for name in targets}
-        cpu: dict[int, float] = {}  # id(result) -> server CPU seconds during it
         for _ in range(args.rounds):
             for name, target in targets.items():
-                result, seconds = measure(*target)
-                results[name].append(result)
-                cpu[id(result)] = seconds
+                results[name].append(measure(*target))
         rss = peak_rss_kib(node.pid)
         writer_rss = ", ".join(f"{peak_rss_kib(pid) / 1024:.1f} MiB" for pid in child_pids(node.pid)) or "none"
         if args.rounds > 1:
@@ -277,7 +281,7 @@ def main() -> None:
         )
         print(f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ok':>10}{'errors':>8}{'CPU us/req':>12}")
         for name, result in chosen.items():
-            print(row(name, result, cpu[id(result)]))
+            print(row(name, result))
         print(f"\ngateway/nginx throughput ratio: {gateway.rps / nginx.rps if nginx.rps else 0.0:.2f}")
         print(f"gateway/bare aiohttp proxy ratio: {gateway.rps / bare.rps if bare.rps else 0.0:.2f}")
         print(f"gateway/its own HTTP stack without checks and log: {gateway.rps / floor.rps if floor.rps else 0.0:.2f}")

@@ -19,6 +19,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).parent))
 from bare_proxy import HOP, mtls_context
 
+from connectors.bodies import read_within
 from gateway.http1 import Answer, ExchangeServer, Request, WholeAnswer
 from gateway.upstream import UpstreamPool
 
@@ -29,9 +30,9 @@ async def main(port: int, upstream: str, cert: str, key: str, ca: str) -> None:
 
     async def proxy(request: Request) -> Answer:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
-        body = b""
-        while chunk := await request.content.readany():
-            body += chunk
+        body = await read_within(request.content, 1 << 20)
+        if body is None:
+            return WholeAnswer(413, [], b"")
         with await pool.request(request.method, upstream, request.raw_path, headers, body) as answer:
             data = await answer.readexactly(answer.content_length or 0)
             content_type = answer.headers.get("Content-Type", "application/octet-stream")

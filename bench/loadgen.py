@@ -20,6 +20,7 @@ class Result:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
+    server_cpu: float = 0.0  # CPU seconds the server spent meanwhile, when the caller measures it
 
     @property
     def rps(self) -> float:
@@ -94,10 +95,11 @@ async def run(
     seconds: float,
     warmup: float = 1.0,
 ) -> Result:
-    warm = Result(0, 0, 0.0, [], {})
-    await asyncio.gather(
-        *(_worker(host, port, context, request, time.perf_counter() + warmup, warm) for _ in range(connections))
-    )
+    if warmup > 0:
+        warm = Result(0, 0, 0.0, [], {})
+        await asyncio.gather(
+            *(_worker(host, port, context, request, time.perf_counter() + warmup, warm) for _ in range(connections))
+        )
     result = Result(0, 0, 0.0, [], {})
     started = time.perf_counter()
     await asyncio.gather(
