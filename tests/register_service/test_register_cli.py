@@ -62,7 +62,7 @@ def operate_a_register(db: str, tmp_path: Path, pki: Issued) -> None:
        "https://zuid.example/v1")
     ok(db, "certificate", "add", OIN_PUBLISHER, str(cert))
     thumbprint = ok(db, "certificate", "list", OIN_PUBLISHER).split()[0]
-    ok(db, "certificate", "rotate", OIN_PUBLISHER, thumbprint, str(new_cert))
+    ok(db, "certificate", "rotate", "--", OIN_PUBLISHER, thumbprint, str(new_cert))  # one in 64 begins with '-'
     ok(db, "client", "add", OIN_PUBLISHER, "noord-lms", "--jwks", str(jwks))
     ok(db, "client", "rotate-keys", "noord-lms", "--jwks-uri", "https://noord.example/jwks")
     ok(db, "client", "add", OIN_DASHBOARD, "zuid-dashboard", "--jwks-uri", "https://zuid.example/jwks")
@@ -131,6 +131,16 @@ def test_a_refused_operation_exits_non_zero_and_says_why(tmp_path: Path) -> None
     ok(db, "participant", "add", OIN_PUBLISHER, "--name", "Uitgeverij Noord")
     result = run(db, "participant", "withdraw", OIN_PUBLISHER, "--effective", "yesterday", "--reason", "x")
     assert result.exit_code == 2 and "not a date and time" in result.output
+
+
+def test_a_thumbprint_that_begins_with_a_dash_is_an_argument_after_double_dash(tmp_path: Path) -> None:
+    db = str(tmp_path / "register.sqlite")
+    ok(db, "participant", "add", OIN_PUBLISHER, "--name", "Uitgeverij Noord")
+    result = run(db, "certificate", "remove", "--", OIN_PUBLISHER, "-msUTAt9fcdqDDSPrm6MixsFDprzXA0w-L_UbMgxxxE")
+    assert result.exit_code == 1
+    assert f"participant {OIN_PUBLISHER} has no certificate -msUTAt9fcdqDDSPrm6MixsFDprzXA0w-L_UbMgxxxE" \
+        in result.output
+    assert "'--'" in run(db, "certificate", "remove", "--help").output
 
 
 def test_serve_insists_on_https_except_on_loopback_with_an_explicit_flag(tmp_path: Path) -> None:

@@ -197,7 +197,11 @@ def participant_show(target: Target, oin: str) -> None:
 
 @cli.group()
 def certificate() -> None:
-    """A participant's certificates (PEM in, thumbprint x5t#S256 in the register)."""
+    """A participant's certificates (PEM in, thumbprint x5t#S256 in the register).
+
+    A thumbprint is base64url and one in 64 begins with '-': put '--' before the arguments
+    (`certificate remove -- OIN -Xy...`) so that it is not read as an option.
+    """
 
 
 @certificate.command("add")
@@ -213,6 +217,7 @@ def certificate_add(target: Target, oin: str, pem_file: Path) -> None:
 @click.argument("thumbprint")
 @pass_target
 def certificate_remove(target: Target, oin: str, thumbprint: str) -> None:
+    """Take a certificate out of the register (a THUMBPRINT that begins with '-' goes after '--')."""
     _saved(target.run(lambda s: s.remove_certificate(oin, thumbprint, actor=target.actor)))
 
 
@@ -222,7 +227,7 @@ def certificate_remove(target: Target, oin: str, thumbprint: str) -> None:
 @click.argument("new_pem_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @pass_target
 def certificate_rotate(target: Target, oin: str, old_thumbprint: str, new_pem_file: Path) -> None:
-    """Replace a certificate by a new one in one serial."""
+    """Replace a certificate by a new one in one serial (an OLD_THUMBPRINT that begins with '-' goes after '--')."""
     _saved(target.run(lambda s: s.rotate_certificate(oin, old_thumbprint, new_pem_file.read_text(),
                                                      actor=target.actor)))
 
