@@ -123,6 +123,8 @@ class ExchangeLog(Protocol):
 
 def utc(moment: datetime) -> datetime:
     """Times without a zone are taken as UTC (the node logs in UTC)."""
+    if moment.tzinfo is UTC:  # every record's time on the way in: astimezone would copy it
+        return moment
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

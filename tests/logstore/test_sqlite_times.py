@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from connectors.logstore.sqlite import sqlite_time
@@ -13,6 +13,8 @@ zones = st.just(UTC) | st.builds(timezone, st.timedeltas(-timedelta(hours=23), t
 
 
 @given(st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30), timezones=zones))
+@example(datetime(2026, 11, 23, 16, 14, 54, tzinfo=UTC))  # a whole second: the fraction is still written
+@example(datetime(2026, 11, 23, 16, 14, 54, 120000, tzinfo=UTC))  # trailing zeros of the fraction too
 def test_a_time_is_stored_as_its_utc_strftime_text(moment: datetime) -> None:
     assert sqlite_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert len(sqlite_time(moment)) == len("2026-11-23T16:14:54.123456Z")
