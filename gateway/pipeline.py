@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from connectors.logstore.base import LogWriteFailed
+from connectors.logstore.record import ExchangeRecord
 from gateway.checks.activation import activation
 from gateway.checks.attributes import attributes
 from gateway.checks.certificate import client_certificate, participant_admitted
@@ -64,27 +65,26 @@ async def handle_exchange(node: Node, request: InboundRequest) -> Answer:
     x = Exchange(request=request, now=node.clock())
     try:
         await run_checks(INBOUND, node, x)
+        decision = x.record(node.oin, node.students, kind="decision", decision="allowed")
         try:
-            await node.log.append(x.record(node.oin, node.students, kind="decision", decision="allowed"))
+            await node.log.append(decision)
         except LogWriteFailed as exc:
             # Never forwarded unlogged (FSC's rule): no durable record, no exchange.
             raise LogUnavailable("the exchange could not be logged, so it was not forwarded", step="log") from exc
 
         async def complete(status: int, size: int) -> None:
-            await _outcome(node, x, status, size)
+            await _outcome(node, x, decision, status, size)
 
         return await forward(node, x, complete)
     except Denial as denial:
         return await refuse(node, x, denial)
 
 
-async def _outcome(node: Node, x: Exchange, status: int, size: int) -> None:
+async def _outcome(node: Node, x: Exchange, decision: ExchangeRecord, status: int, size: int) -> None:
     latency = x.elapsed_ms()
-    record = x.record(
-        node.oin,
+    record = x.outcome(
+        decision,
         node.students,
-        kind="outcome",
-        decision="allowed",
         upstream_status=status,
         bytes_out=size,
         bytes_in=len(x.body) if x.body is not None else x.request.content_length,
