@@ -12,8 +12,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from gateway.minimisation import Allowlist
 from trust.register import Role
 
 
@@ -79,10 +80,23 @@ class DataService(_Model):
     pseudonymise: bool = False  # per-recipient pseudonyms of the ECK iD
     # Paths (within the allowlist) whose values may be e-mail addresses; anywhere else one is refused.
     email_fields: tuple[str, ...] = ()
+    _allowlists: dict[frozenset[str], Allowlist] = PrivateAttr(default_factory=dict)
 
     @property
     def caller_role(self) -> Role:
         return self.direction.caller_role
+
+    def allowlist(self, scopes: frozenset[str]) -> Allowlist | None:
+        """The allowlist for a token with `scopes`: the union of the paths of those of them this service names;
+        None if the service restricts no attributes. Compiled once per set of scopes (tokens carry a few known
+        sets), not for every exchange."""
+        if not self.attributes:
+            return None
+        found = self._allowlists.get(scopes)
+        if found is None:
+            paths = tuple(path for scope, paths in self.attributes.items() if scope in scopes for path in paths)
+            found = self._allowlists[scopes] = Allowlist(paths)
+        return found
 
     @model_validator(mode="after")
     def _attributes_for_own_scope(self) -> DataService:

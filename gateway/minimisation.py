@@ -200,6 +200,12 @@ class _Walk:
                 if child is None:
                     self.cut(here)
                     continue
+                if child.kind == "leaf" and type(member) is str:
+                    # The most common member, an allowed text, inspected here as `inspect` would: one call, not three.
+                    if might_hold_identifier(member):
+                        self.refuse_identifier(member, here)
+                    kept[key] = member
+                    continue
                 result = self.filter(member, child, here)
                 if result is not _REMOVED:
                     kept[key] = result

@@ -7,7 +7,6 @@ token's scopes. Removed members are counted into the log record, never their val
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,14 +29,7 @@ Translation = tuple[Literal["pseudonymise", "reveal"], str] | None
 
 def allowlist_for(service: DataService, scopes: frozenset[str] | set[str]) -> Allowlist | None:
     """The allowlist of `service` for a token with `scopes`, or None if the service restricts no attributes."""
-    if not service.attributes:
-        return None
-    return _compiled(tuple(path for scope, paths in service.attributes.items() if scope in scopes for path in paths))
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(paths: tuple[str, ...]) -> Allowlist:
-    return Allowlist(paths)
+    return service.allowlist(scopes if isinstance(scopes, frozenset) else frozenset(scopes))
 
 
 async def attributes(node: Node, x: Exchange) -> None:
