@@ -120,6 +120,17 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def stop(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM to every process, then wait for each, killing what has not ended within `timeout` seconds."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def peak_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -297,13 +308,7 @@ def main() -> None:
         if gateway.statuses.keys() - {200, 201}:
             print(f"gateway statuses: {gateway.statuses}")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs, timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from exchange import ECK, SCHOOL, child_pids, free_port, get_token, wait_port
+from exchange import ECK, SCHOOL, child_pids, free_port, get_token, stop, wait_port
 from loadgen import OpenConnections, build_request
 
 from connectors.samples.publisher import progress_record
@@ -132,13 +131,7 @@ def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Cou
         counted = exchanges // connection_count * connection_count
         return Count(tree, counted, _dumped(work, node.pid), _dumped(work, writers[0]), statuses)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs, timeout=60)  # valgrind takes its time to end
         shutil.rmtree(work, ignore_errors=True)
 
 
