@@ -138,12 +138,28 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def publisher_tls(ready: dict[str, str]) -> ssl.SSLContext:
+    """The benchmark publisher's mTLS client context: its certificate, trusting the demo federation's CA."""
+    context = ssl.create_default_context(cafile=ready["ca"])
+    context.load_cert_chain(ready["cert"], ready["key"])
+    return context
+
+
+def progress_put(token: str | None = None) -> bytes:
+    """The request every target gets: a Progress API PUT of one record, with the bearer token when given."""
+    record_id = str(uuid.uuid4())
+    body = json.dumps(progress_record(record_id=record_id, eck_id=ECK, school=SCHOOL)).encode()
+    headers = {"Content-Type": "application/json", "Edu-Purpose": "b"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return build_request("PUT", f"/v1/progress/{record_id}", "127.0.0.1", headers, body)
+
+
 async def get_token(port: int, ready: dict[str, str]) -> str:
     import aiohttp
 
     identity = load_issued(Path(ready["cert"]), Path(ready["key"]))
-    context = ssl.create_default_context(cafile=ready["ca"])
-    context.load_cert_chain(ready["cert"], ready["key"])
+    context = publisher_tls(ready)
     base = f"https://127.0.0.1:{port}"
     assertion = make_client_assertion(
         client_id=ready["client_id"], audience=base + "/oauth2/token", key=identity.key, kid="cert"
@@ -233,16 +249,9 @@ def main() -> None:
         bare_port, bare_pid = floor_proxy("bench/bare_proxy.py")
         floor_port, floor_pid = floor_proxy("bench/floor_proxy.py")
 
-        token = asyncio.run(get_token(ready["port"], ready))
-        record_id = str(uuid.uuid4())
-        body = json.dumps(progress_record(record_id=record_id, eck_id=ECK, school=SCHOOL)).encode()
-        headers = {"Content-Type": "application/json", "Edu-Purpose": "b"}
-        path = f"/v1/progress/{record_id}"
-        mtls = ssl.create_default_context(cafile=ready["ca"])
-        mtls.load_cert_chain(ready["cert"], ready["key"])
-
-        plain = build_request("PUT", path, "127.0.0.1", headers, body)
-        with_token = build_request("PUT", path, "127.0.0.1", {**headers, "Authorization": f"Bearer {token}"}, body)
+        mtls = publisher_tls(ready)
+        plain = progress_put()
+        with_token = progress_put(asyncio.run(get_token(ready["port"], ready)))
 
         def measure(port: int, context: ssl.SSLContext | None, request: bytes, pid: int) -> Result:
             """The load generator's result, with the CPU seconds the server (all its processes) spent meanwhile:

@@ -20,20 +20,16 @@ import asyncio
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from exchange import ECK, SCHOOL, child_pids, free_port, get_token, stop, wait_port
-from loadgen import OpenConnections, build_request
-
-from connectors.samples.publisher import progress_record
+from exchange import child_pids, free_port, get_token, progress_put, publisher_tls, stop, wait_port
+from loadgen import OpenConnections
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -103,13 +99,8 @@ def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Cou
         if len(writers) != 1:
             raise RuntimeError(f"expected one log-writer process under the node, found {writers}")
 
-        token = asyncio.run(get_token(ready["port"], ready))
-        record_id = str(uuid.uuid4())
-        body = json.dumps(progress_record(record_id=record_id, eck_id=ECK, school=SCHOOL)).encode()
-        headers = {"Content-Type": "application/json", "Edu-Purpose": "b", "Authorization": f"Bearer {token}"}
-        request = build_request("PUT", f"/v1/progress/{record_id}", "127.0.0.1", headers, body)
-        context = ssl.create_default_context(cafile=ready["ca"])
-        context.load_cert_chain(ready["cert"], ready["key"])
+        request = progress_put(asyncio.run(get_token(ready["port"], ready)))
+        context = publisher_tls(ready)
 
         async def exchange() -> dict[int, int]:
             # The same connections for the warm-up and the count: no handshake is counted.
