@@ -16,7 +16,7 @@ import aiosqlite
 import msgspec
 
 from connectors.logstore.base import Bucket, GroupCommitLog, LogOpenFailed, RecordFilter, Row, student_rows
-from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed
+from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed, tree_position
 from trust.checkpoint import PrivateKey, SignedCheckpoint
 from trust.transparency import Subtree
 
@@ -85,24 +85,24 @@ class SQLiteExchangeLog(GroupCommitLog):
         if not wanted:
             return {}
         found: dict[Subtree, bytes] = {}
-        pairs = sorted(wanted)
-        for chunk in range(0, len(pairs), 400):  # stay under SQLite's bound-parameter limit
-            part = pairs[chunk : chunk + 400]
+        keys = sorted((tree_position(level, idx), level) for level, idx in wanted)
+        for chunk in range(0, len(keys), 400):  # stay under SQLite's bound-parameter limit
+            part = keys[chunk : chunk + 400]
             values = ", ".join("(?, ?)" for _ in part)
-            params = [x for pair in part for x in pair]
+            params = [x for key in part for x in key]
             # driven from the wanted list: one primary-key search each (a row-value IN would scan the table)
             async with self._r.execute(
-                f"WITH w(level, idx) AS (VALUES {values})"
-                " SELECT t.level, t.idx, t.hash FROM w JOIN tree t ON t.level = w.level AND t.idx = w.idx",
+                f"WITH w(pos, level) AS (VALUES {values})"
+                " SELECT t.pos, t.level, t.hash FROM w JOIN tree t ON t.pos = w.pos AND t.level = w.level",
                 params,
             ) as cursor:
-                async for level, idx, digest in cursor:
-                    found[(int(level), int(idx))] = bytes(digest)
+                async for pos, level, digest in cursor:
+                    found[(int(level), ((int(pos) + 1) >> int(level)) - 1)] = bytes(digest)
         return found
 
     async def _store_leaves(self, start: int, end: int) -> list[bytes]:
         async with self._r.execute(
-            "SELECT hash FROM tree WHERE level = 0 AND idx >= ? AND idx < ? ORDER BY idx", (start, end)
+            "SELECT hash FROM tree WHERE pos >= ? AND pos < ? AND level = 0 ORDER BY pos", (start, end)
         ) as cursor:
             return [bytes(row[0]) async for row in cursor]
 

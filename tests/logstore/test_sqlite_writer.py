@@ -17,6 +17,7 @@ from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed
 from tests.logstore.processes import ended
 from tests.logstore.samples import NODE, SCHOOL, record
 from trust.checkpoint import load_or_create_signing_key
+from trust.transparency import verify_inclusion
 
 
 def sqlite_log(tmp_path: Path) -> SQLiteExchangeLog:
@@ -111,3 +112,50 @@ async def test_a_log_file_that_cannot_be_opened_is_named_in_the_error(tmp_path: 
     with pytest.raises(WriterFailed, match=r"cannot open .*exchanges\.sqlite"):
         await writer.start()
     assert writer.pid is None
+
+
+async def test_a_new_log_file_has_small_pages_and_a_batch_puts_its_tree_nodes_in_one_run(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    try:
+        await asyncio.gather(*(log.append(record()) for _ in range(8)))  # leaves 0..7, nodes up to level 3
+    finally:
+        await log.close()
+    with sqlite3.connect(log.path) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 2048
+        stored = db.execute("SELECT pos, level FROM tree ORDER BY pos, level").fetchall()
+    # every subtree is kept under the last leaf it covers, so the table's order is the order leaves complete them
+    subtrees = [(level, idx) for level in range(4) for idx in range(8 >> level)]
+    expected = sorted((sqlite_writer.tree_position(level, idx), level) for level, idx in subtrees)
+    assert stored == expected
+    assert stored[-4:] == [(7, 0), (7, 1), (7, 2), (7, 3)]
+
+
+async def test_a_log_whose_tree_is_keyed_by_level_is_rekeyed_on_open_and_keeps_its_proofs(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    try:
+        for _ in range(11):
+            await log.append(record())
+        before = await log.checkpoint()
+    finally:
+        await log.close()
+    with sqlite3.connect(log.path) as db:  # the layout a log made before had
+        db.execute("CREATE TABLE old (level INTEGER, idx INTEGER, hash BLOB, PRIMARY KEY (level, idx)) WITHOUT ROWID")
+        db.execute("INSERT INTO old SELECT level, ((pos + 1) >> level) - 1, hash FROM tree")
+        db.execute("DROP TABLE tree")
+        db.execute("ALTER TABLE old RENAME TO tree")
+    reopened = sqlite_log(tmp_path)
+    await reopened.start()
+    try:
+        assert reopened.size() == 11
+        assert await reopened.root_hash(11) == before.root_hash
+        leaves = await reopened.leaf_hashes()
+        for index in range(11):
+            proof = await reopened.inclusion_proof(index, 11)
+            verify_inclusion(leaves[index], index, 11, proof, before.root_hash)
+        assert await reopened.append(record()) == 11
+    finally:
+        await reopened.close()
+    with sqlite3.connect(log.path) as db:
+        assert [row[1] for row in db.execute("PRAGMA table_info(tree)")] == ["pos", "level", "hash"]
