@@ -85,7 +85,8 @@ class SQLiteExchangeLog(GroupCommitLog):
         if not wanted:
             return {}
         found: dict[Subtree, bytes] = {}
-        keys = sorted((tree_position(level, idx), level) for level, idx in wanted)
+        subtree_at = {(tree_position(level, idx), level): (level, idx) for level, idx in wanted}
+        keys = sorted(subtree_at)
         for chunk in range(0, len(keys), 400):  # stay under SQLite's bound-parameter limit
             part = keys[chunk : chunk + 400]
             values = ", ".join("(?, ?)" for _ in part)
@@ -97,7 +98,7 @@ class SQLiteExchangeLog(GroupCommitLog):
                 params,
             ) as cursor:
                 async for pos, level, digest in cursor:
-                    found[(int(level), ((int(pos) + 1) >> int(level)) - 1)] = bytes(digest)
+                    found[subtree_at[(int(pos), int(level))]] = bytes(digest)
         return found
 
     async def _store_leaves(self, start: int, end: int) -> list[bytes]:

@@ -122,11 +122,12 @@ def _key_tree_by_position(db: sqlite3.Connection) -> None:
     if "idx" not in {row[1] for row in db.execute("PRAGMA table_info(tree)")}:
         return
 
+    db.create_function("tree_position", 2, tree_position, deterministic=True)
+
     def work() -> None:
         db.execute("ALTER TABLE tree RENAME TO tree_by_level")
         db.execute(TREE_TABLE)
-        # the position as tree_position computes it
-        db.execute("INSERT INTO tree SELECT ((idx + 1) << level) - 1, level, hash FROM tree_by_level")
+        db.execute("INSERT INTO tree SELECT tree_position(level, idx), level, hash FROM tree_by_level")
         db.execute("DROP TABLE tree_by_level")
 
     _transaction(db, work)
