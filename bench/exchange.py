@@ -4,7 +4,8 @@ stack, and the node's own server and upstream client), and the gateway's full pa
 All in one run on this machine, each server with one worker process (nginx's beside its master, the gateway's
 beside its SQLite log-writer process), the same load generator, the same request (a Progress API PUT). Prints
 requests/s, p50/p99 latency and each server's CPU per request (all its processes), the gateway/nginx throughput
-ratio, and the gateway's peak RSS.
+ratio, the gateway's peak RSS, and for the gateway's median round where its threads spent the time: on a CPU,
+runnable but waiting for one (the load generator and the upstream share the machine), or idle.
 
     .venv/bin/python bench/exchange.py [--seconds 10] [--connections 32] [--rounds 3]
 """
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -118,6 +120,63 @@ def tree_cpu_seconds(pid: int) -> float:
         ticks += int(fields[11]) + int(fields[12])
         todo += child_pids(current)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+Threads = dict[tuple[int, int], tuple[int, int]]
+
+
+def thread_schedule(pid: int) -> Threads:
+    """For every thread of `pid` and of the processes directly under it, keyed (process id, thread id): nanoseconds
+    on a CPU and nanoseconds runnable but waiting for one (`/proc/PID/task/TID/schedstat`). Empty where the kernel
+    keeps no schedstat."""
+    found = {}
+    for process in (pid, *child_pids(pid)):
+        try:
+            threads = list(Path(f"/proc/{process}/task").iterdir())
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                on_cpu, waiting, _ = Path(thread, "schedstat").read_text().split()
+            except (OSError, ValueError):
+                continue
+            found[(process, int(thread.name))] = (int(on_cpu), int(waiting))
+    return found
+
+
+@dataclass
+class ThreadTime:
+    """What one thread of the gateway did during a measured run: seconds on a CPU, and runnable but waiting."""
+
+    label: str
+    on_cpu: float
+    waiting: float
+
+
+def gateway_threads(pid: int, before: Threads, after: Threads) -> list[ThreadTime]:
+    """The gateway's threads that ran for more than a trifle between two readings: its worker's event loop (the
+    main thread), any other thread, and its log-writer process."""
+    found = []
+    for key, (on_cpu, waiting) in after.items():
+        if key not in before:
+            continue
+        process, thread = key
+        label = "worker (event loop)" if process == pid else "log writer process"
+        if thread != process:
+            label = f"worker thread {thread}" if process == pid else f"log writer thread {thread}"
+        found.append(ThreadTime(label, (on_cpu - before[key][0]) / 1e9, (waiting - before[key][1]) / 1e9))
+    return [t for t in found if t.on_cpu > 0.01]
+
+
+def schedule_rows(threads: list[ThreadTime], result: Result) -> list[str]:
+    rows = [f"{'thread':<34}{'CPU us/req':>12}{'wait us/req':>12}{'on a CPU':>10}{'waiting':>10}{'neither':>10}"]
+    for t in threads:
+        on, wait = t.on_cpu / result.seconds, t.waiting / result.seconds
+        rows.append(
+            f"{t.label:<34}{t.on_cpu / result.requests * 1e6:>12.0f}{t.waiting / result.requests * 1e6:>12.0f}"
+            f"{on:>10.0%}{wait:>10.0%}{max(0.0, 1 - on - wait):>10.0%}"
+        )
+    return rows
 
 
 def stop(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -251,6 +310,7 @@ def main() -> None:
 
         mtls = publisher_tls(ready)
         plain = progress_put()
+        schedules: dict[int, list[ThreadTime]] = {}  # per gateway result (by id): its threads' time
         with_token = progress_put(asyncio.run(get_token(ready["port"], ready)))
 
         def measure(port: int, context: ssl.SSLContext | None, request: bytes, pid: int) -> Result:
@@ -263,9 +323,11 @@ def main() -> None:
                 )
 
             load(1.0)
-            before = tree_cpu_seconds(pid)
+            before, threads_before = tree_cpu_seconds(pid), thread_schedule(pid)
             result = load(args.seconds)
             result.server_cpu = tree_cpu_seconds(pid) - before
+            if pid == node.pid:
+                schedules[id(result)] = gateway_threads(pid, threads_before, thread_schedule(pid))
             return result
 
         # (port, TLS context, request, the server's process: its CPU counts with all its children's)
@@ -314,6 +376,13 @@ def main() -> None:
             "(CPU us/req: user + system time of the server's processes per request answered: nginx's master and"
             " worker; the gateway's worker and its SQLite log-writer process)"
         )
+        if schedules.get(id(gateway)):
+            print(
+                "\nthe gateway's threads in the round shown above (/proc/PID/task/TID/schedstat; waiting: runnable, but"
+                " every core was busy; neither: idle, waiting for input: the network, the log writer's answer, the next"
+                " batch):"
+            )
+            print("\n".join(schedule_rows(schedules[id(gateway)], gateway)))
         if gateway.statuses.keys() - {200, 201}:
             print(f"gateway statuses: {gateway.statuses}")
     finally:
