@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 import tomllib
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.minimisation import Allowlist
 from trust.register import Role
@@ -80,7 +81,6 @@ class DataService(_Model):
     pseudonymise: bool = False  # per-recipient pseudonyms of the ECK iD
     # Paths (within the allowlist) whose values may be e-mail addresses; anywhere else one is refused.
     email_fields: tuple[str, ...] = ()
-    _allowlists: dict[frozenset[str], Allowlist] = PrivateAttr(default_factory=dict)
 
     @property
     def caller_role(self) -> Role:
@@ -92,11 +92,18 @@ class DataService(_Model):
         sets), not for every exchange."""
         if not self.attributes:
             return None
-        found = self._allowlists.get(scopes)
+        found = self.compiled_allowlists.get(scopes)
         if found is None:
             paths = tuple(path for scope, paths in self.attributes.items() if scope in scopes for path in paths)
-            found = self._allowlists[scopes] = Allowlist(paths)
+            found = self.compiled_allowlists[scopes] = Allowlist(paths)
         return found
+
+    @cached_property
+    def compiled_allowlists(self) -> dict[frozenset[str], Allowlist]:
+        """`allowlist`'s cache, by set of scopes. A cached property lives in the instance's own dict: read with a
+        plain look-up, where a pydantic private attribute goes through the model's `__getattr__` (1.5 -> 0.2 us
+        for `allowlist`, timeit)."""
+        return {}
 
     @model_validator(mode="after")
     def _attributes_for_own_scope(self) -> DataService:
