@@ -40,6 +40,12 @@ class EckId:
         return self.value[len(ECK_ID_PREFIX) :].lower()
 
     @property
+    def canonical(self) -> str:
+        """One form per student, whatever case the sender used: the prefix and the lower-cased hex (the form the
+        log hashes and the school looks up)."""
+        return ECK_ID_PREFIX + self.pseudonym
+
+    @property
     def digest(self) -> bytes:
         """The 64 bytes the hex stands for."""
         return bytes.fromhex(self.pseudonym)

@@ -156,7 +156,7 @@ def _query_without_identifiers(x: Exchange) -> None:
 
 
 def _collect(x: Exchange, eck_id: EckId) -> None:
-    canonical = EckId.from_digest(eck_id.digest).value  # one form per student, whatever case was sent
+    canonical = eck_id.canonical
     if canonical not in x.students:
         x.students.append(canonical)
 

@@ -231,7 +231,7 @@ async def student(request: web.Request, session: PortalSession) -> web.StreamRes
         except InvalidEckId as exc:
             error = f"{t('eck_id_invalid')} {exc}"
         else:
-            canonical = EckId.from_digest(eck_id.digest).value  # the form the exchange path hashed
+            canonical = eck_id.canonical  # the form the exchange path hashed
             student_hash = portal(request).node.students.hash(session.school, canonical)
             found = [s async for s in school_records(portal(request).node, session.school, RecordQuery(),
                                                      student_hash=student_hash)]

@@ -19,6 +19,13 @@ def test_any_128_hex_characters_after_the_prefix_is_an_eck_id(tail: str) -> None
     assert EckId.from_digest(eck_id.digest).pseudonym == tail.lower()
 
 
+@given(st.text(alphabet=HEX, min_size=128, max_size=128))
+def test_the_canonical_form_is_one_per_student_whatever_case_was_sent(tail: str) -> None:
+    eck_id = EckId.parse(ECK_ID_PREFIX + tail)
+    assert eck_id.canonical == EckId.from_digest(eck_id.digest).value
+    assert eck_id.canonical == EckId.parse(ECK_ID_PREFIX + tail.upper()).canonical == ECK_ID_PREFIX + tail.lower()
+
+
 @given(st.text(alphabet=HEX, max_size=200).filter(lambda t: len(t) != 128))
 def test_a_hex_tail_of_any_other_length_is_refused(tail: str) -> None:
     assert not is_eck_id(ECK_ID_PREFIX + tail)
