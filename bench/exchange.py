@@ -2,10 +2,11 @@
 stack, and the node's own server and upstream client), and the gateway's full path.
 
 All in one run on this machine, each server with one worker process (nginx's beside its master, the gateway's
-beside its SQLite log-writer process), the same load generator, the same request (a Progress API PUT). Prints
-requests/s, p50/p99 latency and each server's CPU per request (all its processes), the gateway/nginx throughput
-ratio, the gateway's peak RSS, and for the gateway's median round where its threads spent the time: on a CPU,
-runnable but waiting for one (the load generator and the upstream share the machine), or idle.
+beside its SQLite log-writer process), the same load generator, the same requests (Progress API PUTs, one per
+connection, each about a student of its own). Prints requests/s, p50/p99 latency and each server's CPU per request
+(all its processes), the gateway/nginx throughput ratio, the gateway's peak RSS, and for the gateway's median round
+where its threads spent the time: on a CPU, runnable but waiting for one (the load generator and the upstream share
+the machine), or idle.
 
     .venv/bin/python bench/exchange.py [--seconds 10] [--connections 32] [--rounds 3]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -32,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from loadgen import Result, build_request, run
 
 from connectors.samples.publisher import progress_record
+from trust.eckid import ECK_ID_PREFIX
 from trust.pki import load_issued
 from trust.tokens import make_client_assertion
 
 SCHOOL = "104A158"
-ECK = "https://ketenid.nl/201703/" + "ab" * 64
 
 
 def free_port() -> int:
@@ -204,14 +206,25 @@ def publisher_tls(ready: dict[str, str]) -> ssl.SSLContext:
     return context
 
 
-def progress_put(token: str | None = None) -> bytes:
-    """The request every target gets: a Progress API PUT of one record, with the bearer token when given."""
-    record_id = str(uuid.uuid4())
-    body = json.dumps(progress_record(record_id=record_id, eck_id=ECK, school=SCHOOL)).encode()
-    headers = {"Content-Type": "application/json", "Edu-Purpose": "b"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    return build_request("PUT", f"/v1/progress/{record_id}", "127.0.0.1", headers, body)
+def student(n: int) -> str:
+    """The n-th benchmark student's ECK iD: 128 hex characters as a real one has them (digits and letters mixed,
+    which the scan for direct identifiers reads), the same in every run."""
+    return ECK_ID_PREFIX + hashlib.sha512(f"benchmark student {n}".encode()).hexdigest()
+
+
+def progress_puts(token: str | None, count: int) -> list[bytes]:
+    """The requests every target gets: `count` Progress API PUTs (one per connection), each of a record about a
+    student of its own, with the bearer token when given. So the log indexes as many students as there are
+    connections, and the attribute check reads realistic ECK iDs."""
+    requests = []
+    for n in range(count):
+        record_id = str(uuid.UUID(bytes=hashlib.sha256(f"benchmark record {n}".encode()).digest()[:16], version=4))
+        body = json.dumps(progress_record(record_id=record_id, eck_id=student(n), school=SCHOOL)).encode()
+        headers = {"Content-Type": "application/json", "Edu-Purpose": "b"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        requests.append(build_request("PUT", f"/v1/progress/{record_id}", "127.0.0.1", headers, body))
+    return requests
 
 
 async def get_token(port: int, ready: dict[str, str]) -> str:
@@ -309,17 +322,17 @@ def main() -> None:
         floor_port, floor_pid = floor_proxy("bench/floor_proxy.py")
 
         mtls = publisher_tls(ready)
-        plain = progress_put()
+        plain = progress_puts(None, args.connections)
         schedules: dict[int, list[ThreadTime]] = {}  # per gateway result (by id): its threads' time
-        with_token = progress_put(asyncio.run(get_token(ready["port"], ready)))
+        with_token = progress_puts(asyncio.run(get_token(ready["port"], ready)), args.connections)
 
-        def measure(port: int, context: ssl.SSLContext | None, request: bytes, pid: int) -> Result:
+        def measure(port: int, context: ssl.SSLContext | None, requests: list[bytes], pid: int) -> Result:
             """The load generator's result, with the CPU seconds the server (all its processes) spent meanwhile:
             after a warm-up of its own, so that the CPU counted is that of the requests counted."""
 
             def load(seconds: float) -> Result:
                 return asyncio.run(
-                    run("127.0.0.1", port, context, request, connections=args.connections, seconds=seconds, warmup=0)
+                    run("127.0.0.1", port, context, requests, connections=args.connections, seconds=seconds, warmup=0)
                 )
 
             load(1.0)
@@ -330,7 +343,7 @@ def main() -> None:
                 schedules[id(result)] = gateway_threads(pid, threads_before, thread_schedule(pid))
             return result
 
-        # (port, TLS context, request, the server's process: its CPU counts with all its children's)
+        # (port, TLS context, requests, the server's process: its CPU counts with all its children's)
         targets = {
             "upstream directly (plain HTTP)": (upstream_port, None, plain, upstream_pid),
             "nginx mTLS reverse proxy": (nginx_port, mtls, plain, nginx_pid),
@@ -356,7 +369,8 @@ def main() -> None:
         )
 
         print(
-            f"\nPUT /v1/progress/{{id}}, {args.connections} keep-alive connections, {args.seconds:g} s each, "
+            f"\nPUT /v1/progress/{{id}}, {args.connections} keep-alive connections (a student each),"
+            f" {args.seconds:g} s each, "
             f"one worker process per server, {os.cpu_count()} cores"
             + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
             + "\n"

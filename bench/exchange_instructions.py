@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from exchange import child_pids, free_port, get_token, progress_put, publisher_tls, stop, wait_port
+from exchange import child_pids, free_port, get_token, progress_puts, publisher_tls, stop, wait_port
 from loadgen import OpenConnections
 
 HERE = Path(__file__).resolve().parents[1]
@@ -99,18 +99,18 @@ def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Cou
         if len(writers) != 1:
             raise RuntimeError(f"expected one log-writer process under the node, found {writers}")
 
-        request = progress_put(asyncio.run(get_token(ready["port"], ready)))
+        requests = progress_puts(asyncio.run(get_token(ready["port"], ready)), connection_count)
         context = publisher_tls(ready)
 
         async def exchange() -> dict[int, int]:
             # The same connections for the warm-up and the count: no handshake is counted.
             connections = await OpenConnections.open("127.0.0.1", ready["port"], context, connection_count)
             try:
-                await connections.send(request, max(1, warmup // connection_count))
+                await connections.send(requests, max(1, warmup // connection_count))
                 for pid in (node.pid, *writers):
                     _control("--zero", str(pid))
                     _control("--instr=on", str(pid))
-                result = await connections.send(request, exchanges // connection_count)
+                result = await connections.send(requests, exchanges // connection_count)
                 for pid in (node.pid, *writers):
                     _control("--instr=off", str(pid))
                     _control("--dump", str(pid))

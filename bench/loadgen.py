@@ -1,8 +1,9 @@
 """A small keep-alive HTTP/1.1 load generator over (m)TLS, for the exchange benchmark.
 
 Hand-written on asyncio streams because no load tool in Debian presents client certificates, and a full
-HTTP client library would spend more CPU than the servers under test. It sends one fixed request per
-connection in a loop, reads each response (Content-Length or chunked), and records latencies.
+HTTP client library would spend more CPU than the servers under test. Each connection sends its own fixed request
+(the i-th of the requests given, round robin) in a loop, reads each response (Content-Length or chunked), and records
+latencies.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -90,11 +92,12 @@ class OpenConnections:
     async def open(cls, host: str, port: int, context: ssl.SSLContext | None, connections: int) -> OpenConnections:
         return cls([await asyncio.open_connection(host, port, ssl=context) for _ in range(connections)])
 
-    async def send(self, request: bytes, per_connection: int) -> Result:
-        """`per_connection` requests on every connection, one after another on each, all connections at once."""
+    async def send(self, requests: Sequence[bytes], per_connection: int) -> Result:
+        """`per_connection` requests on every connection (the i-th connection sends the i-th of `requests`, round
+        robin), one after another on each, all connections at once."""
         result = Result(0, 0, 0.0, [], {})
 
-        async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
             for _ in range(per_connection):
                 writer.write(request)
                 status = await _read_response(reader)
@@ -102,7 +105,9 @@ class OpenConnections:
                 result.requests += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(one(reader, writer) for reader, writer in self.streams))
+        await asyncio.gather(
+            *(one(reader, writer, requests[i % len(requests)]) for i, (reader, writer) in enumerate(self.streams))
+        )
         result.seconds = time.perf_counter() - started
         return result
 
@@ -121,21 +126,27 @@ async def run(
     host: str,
     port: int,
     context: ssl.SSLContext | None,
-    request: bytes,
+    requests: Sequence[bytes],
     *,
     connections: int,
     seconds: float,
     warmup: float = 1.0,
 ) -> Result:
+    """Load from `connections` keep-alive connections for `seconds`; the i-th sends the i-th of `requests` (round
+    robin)."""
     if warmup > 0:
         warm = Result(0, 0, 0.0, [], {})
+        until = time.perf_counter() + warmup
         await asyncio.gather(
-            *(_worker(host, port, context, request, time.perf_counter() + warmup, warm) for _ in range(connections))
+            *(_worker(host, port, context, requests[i % len(requests)], until, warm) for i in range(connections))
         )
     result = Result(0, 0, 0.0, [], {})
     started = time.perf_counter()
     await asyncio.gather(
-        *(_worker(host, port, context, request, started + seconds, result) for _ in range(connections))
+        *(
+            _worker(host, port, context, requests[i % len(requests)], started + seconds, result)
+            for i in range(connections)
+        )
     )
     result.seconds = time.perf_counter() - started
     return result
