@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from trust.eckid import ECK_ID_PREFIX, is_eck_id
+
 _WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2)
 
 # Nine digits on their own, plain or grouped 4.2.3 / 3.3.3 (dots, spaces or hyphens as in "123-45-6782" are not a
@@ -89,8 +91,14 @@ def is_name_key(key: str) -> bool:
 
 def might_hold_identifier(text: str) -> bool:
     """False when `text` can hold neither a PGN nor an e-mail address: no nine digits standing alone, no "@".
-    One C-speed scan, so that walks over many values can skip the full search for nearly all of them."""
-    return "@" in text or _NINE_DIGITS.search(text) is not None
+    One C-speed scan, so that walks over many values can skip the full search for nearly all of them. A well-formed
+    ECK iD, the most common text of all, is let through on its form: its 128 hex characters are one run of letters and
+    digits, in which no number stands alone (3.0 -> 0.3 us, timeit, for hex with a real one's digits)."""
+    if "@" in text:
+        return True
+    if text.startswith(ECK_ID_PREFIX) and is_eck_id(text):
+        return False
+    return _NINE_DIGITS.search(text) is not None
 
 
 def identifier_in(value: object, *, email_allowed: bool = False) -> IdentifierKind | None:

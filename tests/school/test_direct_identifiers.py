@@ -14,7 +14,9 @@ from trust.direct_identifiers import (
     is_bsn,
     is_name_key,
     is_onderwijsnummer,
+    might_hold_identifier,
 )
+from trust.eckid import ECK_ID_PREFIX
 
 
 def eleven_test_total(digits: str, last_weight: int) -> int:
@@ -115,3 +117,26 @@ def test_the_walks_quick_pass_over_texts_finds_what_identifier_in_finds(text: st
         assert found.kind == expected
     else:
         assert expected is None
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEF", min_size=128, max_size=128))
+def test_a_well_formed_eck_id_holds_no_identifier_which_the_full_scan_confirms(tail: str) -> None:
+    """The quick pass lets an ECK iD through on its form; the scan it skips would have found nothing either, however
+    many digits the hex has."""
+    eck_id = ECK_ID_PREFIX + tail
+    assert not might_hold_identifier(eck_id)
+    assert not contains_pgn(eck_id) and not contains_email(eck_id)
+    assert identifier_in(eck_id) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ECK_ID_PREFIX + "123456782",  # the prefix, then a BSN instead of the hex
+        ECK_ID_PREFIX + "ab" * 64 + " 123456782",  # a BSN after a well-formed one
+        ECK_ID_PREFIX + "ab" * 63 + "a@b.nl",
+    ],
+)
+def test_a_text_that_only_starts_like_an_eck_id_is_scanned_as_any_other(text: str) -> None:
+    assert might_hold_identifier(text)
+    assert identifier_in(text) is not None
