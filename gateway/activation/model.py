@@ -17,6 +17,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trust.oin import parse_oin
+from trust.register import aware_utc
 
 ORG_MASTER_ID = r"^[0-9A-Za-z]{2,16}$"  # RIO OnderwijsaanbiederId, e.g. 104A158
 
@@ -25,12 +26,6 @@ class ActivationStatus(StrEnum):
     REQUESTED = "requested"  # asked for, not yet confirmed by the school
     ACTIVE = "active"  # confirmed (in force between valid_from and valid_until)
     REVOKED = "revoked"  # withdrawn by the school: refused from that moment on
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError("times must carry a UTC offset (RFC 3339)")
-    return value.astimezone(UTC) if value is not None else None
 
 
 class _Model(BaseModel):
@@ -44,7 +39,7 @@ class ProcessingAgreement(_Model):
     valid_from: datetime
     valid_until: datetime | None = None
 
-    _aware_times = field_validator("valid_from", "valid_until")(_aware)
+    _aware_times = field_validator("valid_from", "valid_until")(aware_utc)
 
     def in_force(self, now: datetime) -> bool:
         return self.valid_from <= now and (self.valid_until is None or now < self.valid_until)
@@ -66,7 +61,7 @@ class Activation(_Model):
     revoked_reason: str | None = None
 
     _oin = field_validator("counterparty")(parse_oin)
-    _aware_times = field_validator("valid_from", "valid_until", "requested_at", "updated_at", "revoked_at")(_aware)
+    _aware_times = field_validator("valid_from", "valid_until", "requested_at", "updated_at", "revoked_at")(aware_utc)
 
     @model_validator(mode="after")
     def _period(self) -> Activation:
