@@ -163,9 +163,11 @@ def gateway_threads(pid: int, before: Threads, after: Threads) -> list[ThreadTim
         if key not in before:
             continue
         process, thread = key
-        label = "worker (event loop)" if process == pid else "log writer process"
-        if thread != process:
-            label = f"worker thread {thread}" if process == pid else f"log writer thread {thread}"
+        owner = "worker" if process == pid else "log writer"
+        if thread == process:  # a process's main thread
+            label = "worker (event loop)" if process == pid else "log writer process"
+        else:
+            label = f"{owner} thread {thread}"
         found.append(ThreadTime(label, (on_cpu - before[key][0]) / 1e9, (waiting - before[key][1]) / 1e9))
     return [t for t in found if t.on_cpu > 0.01]
 
