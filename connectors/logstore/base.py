@@ -26,6 +26,7 @@ import structlog
 
 from connectors.logstore.leaf import encode_record
 from connectors.logstore.record import ExchangeRecord
+from connectors.logstore.students import StudentIndex
 from trust import transparency
 from trust.checkpoint import PrivateKey, SignedCheckpoint, sign_checkpoint, verify_checkpoint
 from trust.transparency import EMPTY_ROOT, Subtree, leaf_hash
@@ -142,6 +143,8 @@ class Row:
     leaf_hash: bytes
     body: bytes
     record: ExchangeRecord
+    # The student hashes indexed for this record: those its exchange's earlier records did not index already.
+    students: tuple[str, ...] = ()
 
     @property
     def at(self) -> datetime:
@@ -162,8 +165,8 @@ class Row:
 
 
 def student_rows(rows: Sequence[Row]) -> list[tuple[str, int]]:
-    """(student hash, record index) pairs, each student once per record."""
-    return [(h, r.index) for r in rows for h in set(r.record.student_hashes)]
+    """(student hash, record index) pairs of the student index."""
+    return [(h, r.index) for r in rows for h in r.students]
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,7 @@ class GroupCommitLog(ABC):
         self._writer: asyncio.Task[None] | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         self._store_lock = asyncio.Lock()  # one writing transaction at a time (batches, checkpoints, pruning)
+        self._students = StudentIndex()
 
     # store primitives --------------------------------------------------------------------------------
 
@@ -379,10 +383,12 @@ class GroupCommitLog(ABC):
                     self._edge_stale = False
                 base = self._edge.size
                 edge, nodes = self._edge.extended([p.leaf_hash for p in batch])
-                rows = [Row(base + i, p.leaf_hash, p.row_body, p.record) for i, p in enumerate(batch)]
+                adds = self._students.adds
+                rows = [Row(base + i, p.leaf_hash, p.row_body, p.record, adds(p.record)) for i, p in enumerate(batch)]
                 async with asyncio.timeout(self.commit_timeout):
                     await self._store_write(rows, nodes)
                 self._edge = edge
+                self._students.committed(rows)
         except Exception as exc:  # any store failure: nothing in this batch is durable
             self._writable = False
             self._edge_stale = True  # the store may have moved (or not): re-read it before the next batch
@@ -491,7 +497,8 @@ class GroupCommitLog(ABC):
         (records the participant took part in: as caller or as counterparty). With neither, nothing is
         read: a ValueError, never every school's records. `since` is inclusive, `until` exclusive.
         `counterparty` is the other party seen from this node (the caller of an inbound exchange, the
-        receiver of an outbound one).
+        receiver of an outbound one). `student_hash` gives every record of the exchanges that concerned the
+        student: a pull's decision with the outcome whose answer named the student.
         """
         if not school and not party_oin:
             raise ValueError("a log query must be scoped by school or party_oin")
@@ -590,8 +597,9 @@ class RecordFilter:
             conditions.append(f"r.at >= {param(convert(self.since))}")
         if self.until is not None:
             conditions.append(f"r.at < {param(convert(self.until))}")
-        if self.student_hash is not None:
+        if self.student_hash is not None:  # every record of the exchanges the index names for the student
             conditions.append(
-                f"r.idx IN (SELECT s.idx FROM record_students s WHERE s.student_hash = {param(self.student_hash)})"
+                "r.exchange_id IN (SELECT d.exchange_id FROM record_students s JOIN records d ON d.idx = s.idx"
+                f" WHERE s.student_hash = {param(self.student_hash)})"
             )
         return (" AND ".join(conditions) or "TRUE"), params

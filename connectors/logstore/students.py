@@ -3,7 +3,7 @@
 One node secret; a key per school derived from it, so a school can ask "which exchanges concerned this
 ECK iD?" (the node hashes the ECK iD with that school's key) while a hash leaked from one school's
 records says nothing about the same student at another school, and nobody without the secret can test
-a guessed ECK iD against the log.
+a guessed ECK iD against the log. The log indexes each student once per exchange (`StudentIndex`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING
 from trust.keys import load_or_create_file
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from hashlib import _Hash
+
+    from connectors.logstore.base import Row
+    from connectors.logstore.record import ExchangeRecord
 
 SECRET_SIZE = 32
 _KEY_LABEL = b"edugate student key v1\x00"
@@ -72,3 +76,42 @@ def hmac_pads(key: bytes) -> tuple[_Hash, _Hash]:
         key = hashlib.sha256(key).digest()
     key = key.ljust(_BLOCK, b"\0")
     return hashlib.sha256(key.translate(_INNER)), hashlib.sha256(key.translate(_OUTER))
+
+
+class StudentIndex:
+    """Which students each record adds to the log's student index. The index answers "which exchanges concerned
+    this student": one row per student and exchange is enough, at the first record of the exchange that names it.
+    An admitted exchange's outcome names the students of its decision again (and a pull answer's); indexing only
+    the answer's saves a row with a random key per student, the costliest row a commit writes.
+
+    It remembers what the committed decisions of admitted exchanges indexed, until their outcome is committed.
+    What it forgets (past `limit` exchanges still open, or a restart) is indexed again: a spare row, never a
+    missing one. Only committed rows are remembered, so a failed batch leaves nothing unindexed."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._open: dict[str, tuple[str, ...]] = {}  # exchange id -> students indexed, oldest first
+
+    def adds(self, record: ExchangeRecord) -> tuple[str, ...]:
+        """The student hashes to index for `record`, each once."""
+        named = record.student_hashes
+        if record.kind == "outcome":
+            indexed = self._open.get(record.exchange_id)
+            if indexed is not None:
+                if named == indexed:  # a push: its outcome names what its decision named
+                    return ()
+                return tuple(h for h in dict.fromkeys(named) if h not in indexed)
+        return named if len(named) < 2 else tuple(dict.fromkeys(named))
+
+    def committed(self, rows: Sequence[Row]) -> None:
+        """Note a committed batch: an admitted decision's students until its outcome comes."""
+        remembered = self._open
+        for row in rows:
+            r = row.record
+            if r.kind == "outcome":
+                if remembered:
+                    remembered.pop(r.exchange_id, None)
+            elif row.students and r.decision == "allowed":
+                remembered[r.exchange_id] = row.students
+                if len(remembered) > self.limit:
+                    del remembered[next(iter(remembered))]

@@ -214,6 +214,48 @@ async def test_a_school_finds_the_exchanges_about_one_student_by_keyed_hash(log:
     ]
 
 
+def _counting_rows(log: GroupCommitLog) -> list[Row]:
+    """Every row the log hands its store from now on (with the students it indexes)."""
+    written: list[Row] = []
+    write = log._store_write
+
+    async def keeping(rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
+        await write(rows, nodes)
+        written.extend(rows)
+
+    log._store_write = keeping  # type: ignore[method-assign]
+    return written
+
+
+async def test_an_outcome_indexes_only_the_students_its_decision_did_not(log: GroupCommitLog) -> None:
+    written = _counting_rows(log)
+    pushed, answered = "a" * 64, "b" * 64
+    decision = await log.append(record(exchange_id="x-1", students=(pushed,)))
+    outcome = await log.append(record(exchange_id="x-1", kind="outcome", students=(pushed, answered)))
+    assert [row.students for row in written] == [(pushed,), (answered,)]
+    # the look-up answers with whole exchanges: a pull's decision is found by a student only its answer named
+    for student in (pushed, answered):
+        assert sorted(s.index for s in await log.records(school=SCHOOL, student_hash=student)) == [decision, outcome]
+
+
+async def test_an_outcome_whose_decision_was_not_committed_indexes_all_its_students(log: GroupCommitLog) -> None:
+    student = "c" * 64
+    write = log._store_write
+    failing = True
+
+    async def failing_once(rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
+        if failing:
+            raise OSError("disk full")
+        await write(rows, nodes)
+
+    log._store_write = failing_once  # type: ignore[method-assign]
+    with pytest.raises(LogWriteFailed):
+        await log.append(record(exchange_id="x-2", students=(student,)))
+    failing = False
+    outcome = await log.append(record(exchange_id="x-2", kind="outcome", students=(student,)))
+    assert [s.index for s in await log.records(school=SCHOOL, student_hash=student)] == [outcome]
+
+
 async def test_totals_count_exchanges_per_counterparty_data_service_and_bucket(log: GroupCommitLog) -> None:
     day = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
     await log.append(record(at=day))

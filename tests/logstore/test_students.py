@@ -1,4 +1,5 @@
-"""Keyed student hashes: per school, stable across restarts, the secret kept private on disk."""
+"""Keyed student hashes: per school, stable across restarts, the secret kept private on disk; indexed once per
+exchange."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.logstore.students import StudentHasher, hmac_pads
+from connectors.logstore.base import Row
+from connectors.logstore.students import StudentHasher, StudentIndex, hmac_pads
+from tests.logstore.samples import record
 
 ECK = "https://ketenid.nl/201703/" + "0f" * 64
 
@@ -65,3 +68,22 @@ def test_hmac_pads_follow_rfc_2104_for_keys_of_any_length(key: bytes, message: b
     inner.update(message)
     outer.update(inner.digest())
     assert outer.digest() == hmac.digest(key, message, "sha256")
+
+
+def test_the_student_index_forgets_the_oldest_open_exchange_and_then_indexes_its_outcome_in_full() -> None:
+    index = StudentIndex(limit=1)
+    student = "d" * 64
+    first = record(exchange_id="first", students=(student,))
+    second = record(exchange_id="second", students=(student,))
+    index.committed([Row(0, b"", b"", first, index.adds(first)), Row(1, b"", b"", second, index.adds(second))])
+    assert index.adds(record(exchange_id="second", kind="outcome", students=(student,))) == ()
+    assert index.adds(record(exchange_id="first", kind="outcome", students=(student,))) == (student,)
+
+
+def test_the_student_index_names_a_student_once_per_record_and_remembers_no_denied_exchange() -> None:
+    index = StudentIndex()
+    student = "e" * 64
+    denied = record(exchange_id="denied", decision="denied", students=(student, student))
+    assert index.adds(denied) == (student,)
+    index.committed([Row(0, b"", b"", denied, index.adds(denied))])
+    assert index.adds(record(exchange_id="denied", kind="outcome", students=(student,))) == (student,)
