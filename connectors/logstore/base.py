@@ -585,7 +585,7 @@ class RecordFilter:
 
         for column in ("school", "data_service", "purpose", "decision", "exchange_id"):
             value = getattr(self, column)
-            if value is not None:
+            if value is not None and not (column == "school" and self.student_hash is not None):
                 conditions.append(f"r.{column} = {param(value)}")
         if self.counterparty is not None:
             conditions.append(f"r.peer_oin = {param(self.counterparty)}")
@@ -597,9 +597,13 @@ class RecordFilter:
             conditions.append(f"r.at >= {param(convert(self.since))}")
         if self.until is not None:
             conditions.append(f"r.at < {param(convert(self.until))}")
-        if self.student_hash is not None:  # every record of the exchanges the index names for the student
+        if self.student_hash is not None:
+            # Every record of the exchanges the index names for the student, looked up from the index. The school
+            # is asked inside: beside it, a planner may read the school's whole index instead (SQLite does).
+            student = param(self.student_hash)  # markers in the order they stand in the text
+            school = f" AND o.school = {param(self.school)}" if self.school is not None else ""
             conditions.append(
-                "r.exchange_id IN (SELECT d.exchange_id FROM record_students s JOIN records d ON d.idx = s.idx"
-                f" WHERE s.student_hash = {param(self.student_hash)})"
+                "r.idx IN (SELECT o.idx FROM record_students s JOIN records d ON d.idx = s.idx"
+                f" JOIN records o ON o.exchange_id = d.exchange_id WHERE s.student_hash = {student}{school})"
             )
         return (" AND ".join(conditions) or "TRUE"), params

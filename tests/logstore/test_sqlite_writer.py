@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from connectors.logstore import sqlite_writer
-from connectors.logstore.base import RECORD_COLUMNS, LogOpenFailed, LogWriteFailed
+from connectors.logstore.base import RECORD_COLUMNS, LogOpenFailed, LogWriteFailed, RecordFilter
 from connectors.logstore.sqlite import SQLiteExchangeLog
 from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed
 from tests.logstore.processes import ended
@@ -159,3 +159,20 @@ async def test_a_log_whose_tree_is_keyed_by_level_is_rekeyed_on_open_and_keeps_i
         await reopened.close()
     with sqlite3.connect(log.path) as db:
         assert [row[1] for row in db.execute("PRAGMA table_info(tree)")] == ["pos", "level", "hash"]
+
+
+async def test_a_student_look_up_reads_the_student_index_not_the_schools_records(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    try:
+        await log.append(record(students=("a" * 64,)))
+    finally:
+        await log.close()
+    where, params = RecordFilter(school=SCHOOL, student_hash="a" * 64).where(lambda n: f"?{n}")
+    with sqlite3.connect(log.path) as db:
+        plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN SELECT r.idx FROM records r WHERE {where}", params)]
+        found = db.execute(f"SELECT r.idx FROM records r WHERE {where}", params).fetchall()
+    # the records come from the index's few rows, however many records the school has
+    assert plan[0] == "SEARCH r USING INTEGER PRIMARY KEY (rowid=?)", plan
+    assert not any("records_school_at" in step for step in plan), plan
+    assert found == [(0,)]
