@@ -1,5 +1,6 @@
 """Instructions per exchange of the gateway's full path, counted by valgrind's callgrind: a figure that does not move
-with what else the machine is doing, for telling whether a change to the hot path made it cheaper.
+with what else the machine is doing, for telling whether a change to the hot path made it cheaper; beside it, the
+bytes the log writer wrote per exchange and its write calls, which do not move with the machine either.
 
 `bench/exchange.py` measures throughput, but on a shared two-core machine its rounds swing by 20% and more, which
 hides any single change worth a few percent. Instructions are not seconds (a cache miss or a syscall costs more than
@@ -41,6 +42,8 @@ class Count:
     node: int  # instructions of the node's process (all its threads) while the exchanges ran
     writer: int  # of its log-writer process
     statuses: dict[int, int]
+    written: int = 0  # bytes the log writer wrote meanwhile (its WAL frames and checkpoints; /proc/PID/io wchar)
+    writes: int = 0  # and its write calls (syscw)
 
     @property
     def per_exchange(self) -> float:
@@ -67,6 +70,13 @@ def _dumped(work: Path, pid: int) -> int:
     if not found:
         raise RuntimeError(f"callgrind wrote no dump for process {pid}")
     return _summary(found[-1])
+
+
+def _io(pid: int) -> tuple[int, int]:
+    """The bytes a process wrote and its write calls so far (/proc/PID/io): unlike its instructions, what its
+    pages cost the kernel."""
+    fields = dict(line.split(":") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["wchar"]), int(fields["syscw"])
 
 
 def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Count:
@@ -102,6 +112,8 @@ def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Cou
         requests = progress_puts(asyncio.run(get_token(ready["port"], ready)), connection_count)
         context = publisher_tls(ready)
 
+        io: list[tuple[int, int]] = []
+
         async def exchange() -> dict[int, int]:
             # The same connections for the warm-up and the count: no handshake is counted.
             connections = await OpenConnections.open("127.0.0.1", ready["port"], context, connection_count)
@@ -110,7 +122,9 @@ def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Cou
                 for pid in (node.pid, *writers):
                     _control("--zero", str(pid))
                     _control("--instr=on", str(pid))
+                io.append(_io(writers[0]))
                 result = await connections.send(requests, exchanges // connection_count)
+                io.append(_io(writers[0]))
                 for pid in (node.pid, *writers):
                     _control("--instr=off", str(pid))
                     _control("--dump", str(pid))
@@ -120,7 +134,9 @@ def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Cou
 
         statuses = asyncio.run(exchange())
         counted = exchanges // connection_count * connection_count
-        return Count(tree, counted, _dumped(work, node.pid), _dumped(work, writers[0]), statuses)
+        (bytes_before, calls_before), (bytes_after, calls_after) = io
+        return Count(tree, counted, _dumped(work, node.pid), _dumped(work, writers[0]), statuses,
+                     bytes_after - bytes_before, calls_after - calls_before)
     finally:
         stop(procs, timeout=60)  # valgrind takes its time to end
         shutil.rmtree(work, ignore_errors=True)
@@ -141,10 +157,12 @@ def main() -> None:
     counts = [count(tree, args.exchanges, args.connections, args.warmup) for tree in trees]
     print(f"\nPUT /v1/progress/{{id}}, {counts[0].exchanges} exchanges over {args.connections} keep-alive connections,"
           f" after {args.warmup} unmeasured; instructions (callgrind Ir) per exchange\n")
-    print(f"{'checkout':<40}{'node':>12}{'log writer':>12}{'total':>12}  statuses")
+    print(f"{'checkout':<40}{'node':>12}{'log writer':>12}{'total':>12}{'writer KB':>11}{'writes':>8}  statuses")
     for c in counts:
         print(f"{c.tree!s:<40}{c.node / c.exchanges:>12,.0f}{c.writer / c.exchanges:>12,.0f}"
-              f"{c.per_exchange:>12,.0f}  {c.statuses}")
+              f"{c.per_exchange:>12,.0f}{c.written / c.exchanges / 1000:>11.1f}{c.writes / c.exchanges:>8.1f}"
+              f"  {c.statuses}")
+    print("(writer KB, writes: what the log writer wrote per exchange, its WAL and checkpoints, and in how many calls)")
     if len(counts) == 2:
         before, after = counts
         print(f"\nthis checkout / baseline: {after.per_exchange / before.per_exchange:.3f} "
