@@ -79,6 +79,20 @@ async def test_a_student_look_up_finds_every_exchange_about_that_student_and_onl
     assert shown(nobody.text) == 0
 
 
+async def test_a_student_look_up_shows_a_pull_whole_when_only_its_answer_named_the_student(fed: Federation,
+                                                                                       school_a: PortalClient):
+    await push(fed, SCHOOL, 5)
+    reader = fed.client("reader")
+    token = await reader.token(scope="eduv.usage", purpose="j")
+    answer = await reader.call("GET", f"/v1/usage?school={SCHOOL}", token=token, headers={"Edu-Purpose": "j"})
+    assert answer.status == 200
+    pulled = str(answer.headers["Edu-Exchange-Id"])
+    page = await school_a.post("/portal/student", {"csrf": await school_a.csrf(), "eck_id": eck_id(5)})
+    # the push's decision and outcome, and the pull's: its decision named no student, its answer did
+    assert page.status == 200 and shown(page.text) == 4
+    assert page.text.count(f"/exchanges/{pulled}\"") == 2  # each record links its exchange
+
+
 async def test_a_student_look_up_refuses_what_is_not_an_eck_id(fed: Federation, school_a: PortalClient):
     page = await school_a.post("/portal/student", {"csrf": await school_a.csrf(), "eck_id": "123456782"})
     assert page.status == 400 and "ECK iD" in page.text
