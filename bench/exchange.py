@@ -124,6 +124,13 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def written(pid: int | str) -> tuple[int, int]:
+    """The bytes a process (`"self"` for this one) has written so far and its write calls (`/proc/PID/io` wchar
+    and syscw): what its pages cost the kernel, which its instructions do not count."""
+    fields = dict(line.split(":") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["wchar"]), int(fields["syscw"])
+
+
 Threads = dict[tuple[int, int], tuple[int, int]]
 
 

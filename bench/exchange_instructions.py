@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from exchange import child_pids, free_port, get_token, progress_puts, publisher_tls, stop, wait_port
+from exchange import child_pids, free_port, get_token, progress_puts, publisher_tls, stop, wait_port, written
 from loadgen import OpenConnections
 
 HERE = Path(__file__).resolve().parents[1]
@@ -70,13 +70,6 @@ def _dumped(work: Path, pid: int) -> int:
     if not found:
         raise RuntimeError(f"callgrind wrote no dump for process {pid}")
     return _summary(found[-1])
-
-
-def _io(pid: int) -> tuple[int, int]:
-    """The bytes a process wrote and its write calls so far (/proc/PID/io): unlike its instructions, what its
-    pages cost the kernel."""
-    fields = dict(line.split(":") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
-    return int(fields["wchar"]), int(fields["syscw"])
 
 
 def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Count:
@@ -122,9 +115,9 @@ def count(tree: Path, exchanges: int, connection_count: int, warmup: int) -> Cou
                 for pid in (node.pid, *writers):
                     _control("--zero", str(pid))
                     _control("--instr=on", str(pid))
-                io.append(_io(writers[0]))
+                io.append(written(writers[0]))
                 result = await connections.send(requests, exchanges // connection_count)
-                io.append(_io(writers[0]))
+                io.append(written(writers[0]))
                 for pid in (node.pid, *writers):
                     _control("--instr=off", str(pid))
                     _control("--dump", str(pid))

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
+from exchange import written
 
 from connectors.logstore import sqlite_writer
 from connectors.logstore.base import TreeEdge
@@ -59,11 +61,6 @@ VARIANTS = (
 )
 
 
-def written() -> tuple[int, int]:
-    fields = dict(line.split(":") for line in Path("/proc/self/io").read_text().splitlines())
-    return int(fields["wchar"]), int(fields["syscw"])
-
-
 def measure(variant: Variant, batches: int, students: list[str], work: Path) -> tuple[float, float, float]:
     db = sqlite_writer.connect(str(work / f"{len(list(work.iterdir()))}.sqlite"))
     variant.prepare(db)
@@ -91,11 +88,11 @@ def measure(variant: Variant, batches: int, students: list[str], work: Path) -> 
 
     for _ in range(2000):
         commit()
-    (bytes_before, calls_before), cpu = written(), time.process_time()
+    (bytes_before, calls_before), cpu = written("self"), time.process_time()
     for _ in range(batches):
         commit()
     cpu = time.process_time() - cpu
-    bytes_after, calls_after = written()
+    bytes_after, calls_after = written("self")
     db.close()
     n = batches * BATCH
     return (bytes_after - bytes_before) / n, (calls_after - calls_before) / n, cpu / n * 1e6

@@ -144,7 +144,7 @@ class Row:
     body: bytes
     record: ExchangeRecord
     # The student hashes indexed for this record: those its exchange's earlier records did not index already.
-    students: tuple[str, ...] = ()
+    students: tuple[str, ...]
 
     @property
     def at(self) -> datetime:
