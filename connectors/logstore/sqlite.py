@@ -1,13 +1,15 @@
-"""The embedded exchange-log store: one SQLite file in WAL mode with synchronous=FULL.
+"""The embedded exchange-log store: one SQLite file in WAL mode, and the writer's journal of answered batches.
 
 Writes go through one connection held by a writer process of the node's own (`connectors.logstore.sqlite_writer`:
-why a process, and how the two talk); a whole batch (BEGIN, the inserts, COMMIT with its fsync) is one request
-to it. Queries and proofs read through an aiosqlite connection in the node, which WAL lets run beside the writer.
+why a process, how the two talk, and why a batch is answered once its journal entry is durable); a whole batch is
+one request to it. Queries and proofs read through an aiosqlite connection in the node, which WAL lets run beside
+the writer; a read first waits until the batches already answered are in the database (`_settled`).
 Times are stored as fixed-width UTC text (`2026-11-23T16:14:54.123456Z`), which sorts as time does.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ class SQLiteExchangeLog(GroupCommitLog):
         self.path = path
         self._store_writer = SQLiteWriter(path)
         self._reader_db: aiosqlite.Connection | None = None
+        self._unsettled = False  # a batch was answered that a read may not find in the database yet
 
     @property
     def writer_pid(self) -> int | None:
@@ -80,8 +83,24 @@ class SQLiteExchangeLog(GroupCommitLog):
     async def _store_write(self, rows: list[Row], nodes: list[tuple[int, int, bytes]]) -> None:
         records = [r.columns(sqlite_time(r.at)) for r in rows]
         await self._store_writer.request("batch", records, student_rows(rows), nodes)
+        self._unsettled = True
+
+    async def settle(self) -> None:
+        """Return once every batch answered so far is in the database file (for whatever reads it directly)."""
+        self._unsettled = True
+        await self._settled()
+
+    async def _settled(self) -> None:
+        """Before a read: the writer answers a batch once it is journalled and puts it into the database right
+        after, so a read that follows an append asks it to finish (its requests are taken in order)."""
+        if self._unsettled:
+            self._unsettled = False  # first: a batch answered while this waits sets it again
+            # A writer that is gone left what it answered in the database or its journal: read what is here.
+            with contextlib.suppress(WriterFailed):
+                await self._store_writer.request("settle")
 
     async def _store_subtrees(self, wanted: set[Subtree]) -> dict[Subtree, bytes]:
+        await self._settled()
         if not wanted:
             return {}
         found: dict[Subtree, bytes] = {}
@@ -102,6 +121,7 @@ class SQLiteExchangeLog(GroupCommitLog):
         return found
 
     async def _store_leaves(self, start: int, end: int) -> list[bytes]:
+        await self._settled()
         async with self._r.execute(
             "SELECT hash FROM tree WHERE pos >= ? AND pos < ? AND level = 0 ORDER BY pos", (start, end)
         ) as cursor:
@@ -112,6 +132,7 @@ class SQLiteExchangeLog(GroupCommitLog):
         await self._store_writer.request("checkpoint", checkpoint.tree_size, made_at, checkpoint.jws)
 
     async def _store_checkpoints(self, since: datetime | None, until: datetime | None, latest_only: bool) -> list[str]:
+        await self._settled()
         if latest_only:
             sql, params = "SELECT jws FROM checkpoints ORDER BY id DESC LIMIT 1", []
         else:
@@ -123,6 +144,7 @@ class SQLiteExchangeLog(GroupCommitLog):
     async def _store_records(
         self, filters: RecordFilter, limit: int, offset: int, oldest_first: bool
     ) -> list[tuple[int, bytes, bytes]]:
+        await self._settled()
         where, params = filters.where(_placeholder, at=sqlite_time)
         order = "ASC" if oldest_first else "DESC"
         n = len(params)
@@ -136,6 +158,7 @@ class SQLiteExchangeLog(GroupCommitLog):
     async def _store_totals(
         self, school: str, since: datetime | None, until: datetime | None, bucket: Bucket
     ) -> list[dict[str, Any]]:
+        await self._settled()
         width, suffix = (10, "T00:00:00Z") if bucket == "day" else (13, ":00:00Z")
         where, params = RecordFilter(school=school, since=since, until=until).where(_placeholder, at=sqlite_time)
         sql = f"""

@@ -18,6 +18,18 @@ One writer per log file: the process holds an exclusive lock on `PATH-writer.loc
 configured on the same file is refused at start instead of interleaving its own tree with the first's, and a
 writer whose node died (it finishes the request it had read, then sees its stdin end) is out of the way before a
 new one reads the tree's size.
+
+A batch is answered once it is durable in the writer's journal (`PATH-pending`: the batch's request frame,
+appended and fdatasync'd), and is written into the database right after the answer, while the node forwards.
+SQLite's inserts are most of a batch's cost, and an exchange waits for two batches (its decision before
+forwarding, its outcome before the answer's last byte), so this takes them off the exchange's path
+(`docs/architecture.md`: measured). The database commits with synchronous=NORMAL, which keeps it consistent but
+may lose its last commits to a power failure; the journal holds every batch since the last commit made with
+synchronous=FULL (one each `CUT_BYTES` of journal, after which the journal is cut), and a new writer puts back
+whatever the database lacks before it answers anything. The write lock is taken before the journal entry, so a
+database another process holds still keeps a batch unanswered; a batch the database refuses after its answer
+(a full disk, a damaged file) stops the writer, and every later batch is refused until a new writer has put it
+in. Either way no answered batch is lost, and none is written twice.
 """
 
 from __future__ import annotations
@@ -25,13 +37,15 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import signal
 import sqlite3
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import msgspec
 
@@ -82,6 +96,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 )
 
 _LENGTH = struct.Struct(">I")
+_ENTRY = struct.Struct(">II")  # a journal entry's head: the frame's length and its CRC-32
+
+JOURNAL_SUFFIX = "-pending"  # not "-journal": that is SQLite's own rollback journal, which it would read as one
+CUT_BYTES = 1 << 20  # journal bytes after which the next batch commits with synchronous=FULL and the journal is cut
 
 # How long a new writer waits for an earlier one of the same file to end: a writer whose node died finishes the
 # request it had read first (a commit: milliseconds, or a busy timeout of 5 s at worst). Read at each start.
@@ -185,7 +203,146 @@ def _prune(db: sqlite3.Connection, cutoff: str) -> int:
     return int(_transaction(db, work))
 
 
-OPERATIONS: dict[str, Callable[..., Any]] = {"batch": _batch, "size": _size, "checkpoint": _checkpoint, "prune": _prune}
+class Journal:
+    """The batches answered since the database's last durable commit: each batch's request frame, as it came."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.size = os.fstat(self._fd).st_size
+
+    def frames(self) -> Iterator[bytes]:
+        """The frames of the whole entries, oldest first. A torn last entry (a writer that died within its
+        append, before the answer) ends them, and is cut off, so that entries after it can be read."""
+        with open(self.path, "rb") as stream:
+            data = stream.read()
+        end = 0
+        while end + _ENTRY.size <= len(data):
+            length, crc = _ENTRY.unpack_from(data, end)
+            frame = data[end + _ENTRY.size : end + _ENTRY.size + length]
+            if len(frame) < length or zlib.crc32(frame) != crc:
+                break
+            yield frame
+            end += _ENTRY.size + length
+        if end < self.size:
+            os.ftruncate(self._fd, end)
+            self.size = end
+
+    def append(self, frame: bytes) -> None:
+        """Durable on return. A write that fails (a full disk) leaves the journal as it was and raises; a failed
+        fdatasync, or a failed write that cannot be undone, ends the process: after an fsync error the kernel
+        may have dropped the pages it could not write, so no later answer could be trusted (PostgreSQL's rule)."""
+        entry = _ENTRY.pack(len(frame), zlib.crc32(frame)) + frame
+        rest = memoryview(entry)
+        try:
+            while rest:
+                rest = rest[os.write(self._fd, rest) :]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self.size)  # no torn entry before later ones
+            except OSError as exc:
+                _give_up(f"a failed write to {self.path} could not be undone: {exc}")
+            raise
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            _give_up(f"fdatasync of {self.path} failed: {exc}")
+        self.size += len(entry)
+
+    def cut(self) -> None:
+        """After a commit with synchronous=FULL: the database holds every entry durably."""
+        os.ftruncate(self._fd, 0)
+        self.size = 0
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _give_up(reason: str) -> NoReturn:
+    """End the writer at once, answering nothing more: the node refuses what follows until a new writer opens."""
+    print(f"the exchange log's writer stops: {reason}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+class BatchRefused(Exception):
+    """A batch that does not continue the log where the writer has it (the node's view of the tree is stale)."""
+
+
+def replay(db: sqlite3.Connection, journal: Journal, decode: Callable[[bytes], Any]) -> int:
+    """Put into the database every journalled batch it lacks (in order, each in a transaction of its own);
+    return the log's size. An entry that would leave a gap means the two do not belong together: refused."""
+    size = _size(db)
+    for frame in journal.frames():
+        _, records, students, nodes = decode(frame)
+        first = int(records[0][0])
+        if first + len(records) <= size:
+            continue  # in the database already
+        if first != size:
+            raise RuntimeError(
+                f"{journal.path} holds a batch from leaf {first}, but the log ends at leaf {size}: "
+                "this journal does not belong to this log file"
+            )
+        _batch(db, records, students, nodes)
+        size += len(records)
+    return size
+
+
+class Batches:
+    """What the process knows between batches: the log's size, and whether its next commit must be durable."""
+
+    def __init__(self, db: sqlite3.Connection, journal: Journal, size: int) -> None:
+        self.db = db
+        self.journal = journal
+        self.size = size
+
+    def take(self, frame: bytes, records: list[list[Any]], students: list[list[Any]], nodes: list[list[Any]],
+             answer: Callable[[bool, Any], None]) -> None:
+        """Journal the batch, answer, then write it into the database. Raises BatchRefused or the error of the
+        journal (answered by the caller: nothing of the batch is kept); exits the process when the database
+        refuses a batch already answered (the journal keeps it for the next writer)."""
+        db = self.db
+        first = int(records[0][0])
+        if first != self.size:
+            raise BatchRefused(f"the batch starts at leaf {first}, but the log ends at leaf {self.size}")
+        durable = self.journal.size >= CUT_BYTES
+        if durable:
+            db.execute("PRAGMA synchronous=FULL")
+        try:
+            db.execute("BEGIN IMMEDIATE")  # the write lock first: a database another process holds delays the answer
+            self.journal.append(frame)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if durable:
+                db.execute("PRAGMA synchronous=NORMAL")
+            raise
+        answer(True, None)
+        try:
+            tree = [(tree_position(level, idx), level, digest) for level, idx, digest in nodes]
+            _insert(db, "records", records)
+            _insert(db, "record_students", students)
+            _insert(db, "tree", tree)
+            db.execute("COMMIT")
+        except Exception as exc:  # no rollback and no further answers: a new writer puts the batch in, or cannot open
+            _give_up(f"the database refused an answered batch, which {self.journal.path} keeps: {exc}")
+        self.size += len(records)
+        if durable:
+            db.execute("PRAGMA synchronous=NORMAL")
+            self.journal.cut()
+
+    def durably(self, operation: Callable[..., Any], *arguments: Any) -> Any:
+        """Another operation (a checkpoint, pruning), committed with synchronous=FULL like before the journal:
+        which also makes every batch before it durable, so the journal is cut after it."""
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            value = operation(self.db, *arguments)
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.journal.cut()
+        return value
+
+
+OPERATIONS: dict[str, Callable[..., Any]] = {"checkpoint": _checkpoint, "prune": _prune}  # besides batch, size, settle
 
 
 def _read_frame(stream: BinaryIO) -> bytes | None:
@@ -210,6 +367,9 @@ def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float) ->
     try:
         lock = _hold_writer_lock(path, lock_wait)
         db = connect(path)
+        journal = Journal(path + JOURNAL_SUFFIX)
+        batches = Batches(db, journal, replay(db, journal, decode))
+        db.execute("PRAGMA synchronous=NORMAL")  # the journal makes answered batches durable (module doc)
     except Exception as exc:
         answer(False, f"{type(exc).__name__}: {exc}")
         return
@@ -217,12 +377,25 @@ def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float) ->
     while (frame := _read_frame(requests)) is not None:
         try:
             operation, *arguments = decode(frame)
-            value = OPERATIONS[operation](db, *arguments)
+            if operation == "batch":
+                records, students, nodes = arguments
+                batches.take(frame, records, students, nodes, answer)  # answers by itself once journalled
+                continue
+            if operation == "settle":  # every batch answered before is in the database: reads may start
+                value: Any = batches.size
+            elif operation == "size":
+                value = batches.size
+            else:
+                value = batches.durably(OPERATIONS[operation], *arguments)
         except Exception as exc:  # the transaction is rolled back; the node fails the request's waiters
             answer(False, str(exc) or type(exc).__name__)
         else:
             answer(True, value)
     db.close()
+    # The last connection's close checkpoints the database (synced) and removes its WAL: the journal is spent.
+    if not os.path.exists(path + "-wal"):
+        journal.cut()
+    journal.close()
     lock.close()
 
 
@@ -251,6 +424,9 @@ def main() -> None:
     # The answers get a descriptor of their own and stdout becomes stderr, so a stray print cannot corrupt them.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    # A file-size limit (RLIMIT_FSIZE) reached makes a write fail with EFBIG, answered like a full disk, instead
+    # of killing the process with SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     serve(sys.argv[1], sys.stdin.buffer, answers, float(sys.argv[2]))
 
 

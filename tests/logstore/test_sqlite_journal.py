@@ -1,0 +1,157 @@
+"""The SQLite log writer's journal: a batch is answered once its journal entry is durable, and written into the
+database right after; what the database lacks is put in by the next writer, before it answers anything."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from connectors.logstore.base import LogOpenFailed, LogWriteFailed
+from connectors.logstore.sqlite import SQLiteExchangeLog
+from connectors.logstore.sqlite_writer import JOURNAL_SUFFIX
+from tests.logstore.faults import accept_in_database, refuse_in_database
+from tests.logstore.processes import ended
+from tests.logstore.samples import NODE, SCHOOL, record
+from tests.logstore.test_write_failures import assert_tree_matches_leaves
+from trust.checkpoint import load_or_create_signing_key
+
+
+def sqlite_log(directory: Path) -> SQLiteExchangeLog:
+    key = load_or_create_signing_key(directory / "log-signing.key")
+    return SQLiteExchangeLog(directory / "exchanges.sqlite", node_oin=NODE, signing_key=key)
+
+
+def journal_of(log: SQLiteExchangeLog) -> Path:
+    return log.path.with_name(log.path.name + JOURNAL_SUFFIX)
+
+
+async def indices(log: SQLiteExchangeLog) -> list[int]:
+    return [s.index for s in await log.records(school=SCHOOL, oldest_first=True)]
+
+
+async def answered_but_refused_by_the_database(log: SQLiteExchangeLog) -> int:
+    """Append one record the database then refuses: answered (journalled), and the writer stops."""
+    pid = log.writer_pid
+    assert pid is not None
+    refuse_in_database(log.path)
+    index = await log.append(record())
+    assert await ended(pid)
+    return index
+
+
+async def test_a_read_right_after_an_append_finds_the_record(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    try:
+        for n in range(5):
+            written = await asyncio.gather(*(log.append(record()) for _ in range(n + 1)))
+            assert (await indices(log))[-len(written) :] == written
+    finally:
+        await log.close()
+
+
+async def test_a_batch_the_database_refuses_after_its_answer_is_kept_and_later_batches_are_refused(
+    tmp_path: Path,
+) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    try:
+        assert await log.append(record()) == 0
+        assert await answered_but_refused_by_the_database(log) == 1
+        with pytest.raises(LogWriteFailed):  # the writer has stopped (or a new one could not put the batch in)
+            await log.append(record())
+        # a new writer must put the answered batch in before anything else, and the database still refuses it
+        with pytest.raises(LogWriteFailed, match="injected write failure"):
+            await log.append(record())
+        assert not log.writable()
+        accept_in_database(log.path)
+        assert await log.append(record()) == 2
+        assert log.writable()
+        assert await indices(log) == [0, 1, 2]
+        await assert_tree_matches_leaves(log)
+    finally:
+        await log.close()
+
+
+async def test_a_batch_answered_but_not_in_the_database_is_there_when_the_log_opens_again(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    await log.append(record())
+    await answered_but_refused_by_the_database(log)
+    await log.close()
+    accept_in_database(log.path)
+
+    again = sqlite_log(tmp_path)
+    await again.start()
+    try:
+        assert again.size() == 2
+        assert await indices(again) == [0, 1]
+        assert await again.append(record()) == 2
+        await assert_tree_matches_leaves(again)
+    finally:
+        await again.close()
+
+
+async def test_a_torn_last_journal_entry_is_dropped_and_the_entries_after_it_are_kept(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    await log.append(record())
+    await answered_but_refused_by_the_database(log)
+    await log.close()
+    accept_in_database(log.path)
+    with journal_of(log).open("ab") as journal:  # a writer that died within its append, before answering
+        journal.write(b"\x00\x00\x10\x00torn")
+
+    again = sqlite_log(tmp_path)
+    await again.start()
+    try:
+        assert await again.append(record()) == 2
+        assert await again.append(record()) == 3
+    finally:
+        await again.close()
+    third = sqlite_log(tmp_path)
+    await third.start()
+    try:
+        assert await indices(third) == [0, 1, 2, 3]
+    finally:
+        await third.close()
+
+
+async def test_a_journal_that_does_not_continue_the_log_file_is_refused_at_open(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    log = sqlite_log(tmp_path / "a")
+    await log.start()
+    await log.append(record())
+    await log.checkpoint()  # which cuts the journal
+    await answered_but_refused_by_the_database(log)  # so that it holds a batch from leaf 1 alone
+    await log.close()
+
+    other = sqlite_log(tmp_path / "b")
+    journal_of(other).write_bytes(journal_of(log).read_bytes())  # beside a log file that holds no leaf
+    with pytest.raises(LogOpenFailed, match="does not belong to this log file"):
+        await other.start()
+
+
+async def test_a_log_closed_cleanly_leaves_an_empty_journal(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    await asyncio.gather(*(log.append(record()) for _ in range(20)))
+    assert journal_of(log).stat().st_size > 0
+    await log.close()
+    assert journal_of(log).stat().st_size == 0
+
+
+async def test_a_checkpoint_commits_durably_and_cuts_the_journal(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    try:
+        await asyncio.gather(*(log.append(record()) for _ in range(20)))
+        assert journal_of(log).stat().st_size > 0
+        await log.checkpoint()
+        assert journal_of(log).stat().st_size == 0
+        assert await log.append(record()) == 20
+    finally:
+        await log.close()
