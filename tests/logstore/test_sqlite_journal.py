@@ -41,6 +41,18 @@ async def answered_but_refused_by_the_database(log: SQLiteExchangeLog) -> int:
     return index
 
 
+async def closed_with_a_batch_only_in_its_journal(directory: Path) -> SQLiteExchangeLog:
+    """A log of two records, closed, whose database holds the first: the second was answered (journalled), then
+    refused by the database, which takes inserts again now."""
+    log = sqlite_log(directory)
+    await log.start()
+    await log.append(record())
+    await answered_but_refused_by_the_database(log)
+    await log.close()
+    accept_in_database(log.path)
+    return log
+
+
 async def test_a_read_right_after_an_append_finds_the_record(tmp_path: Path) -> None:
     log = sqlite_log(tmp_path)
     await log.start()
@@ -76,13 +88,7 @@ async def test_a_batch_the_database_refuses_after_its_answer_is_kept_and_later_b
 
 
 async def test_a_batch_answered_but_not_in_the_database_is_there_when_the_log_opens_again(tmp_path: Path) -> None:
-    log = sqlite_log(tmp_path)
-    await log.start()
-    await log.append(record())
-    await answered_but_refused_by_the_database(log)
-    await log.close()
-    accept_in_database(log.path)
-
+    await closed_with_a_batch_only_in_its_journal(tmp_path)
     again = sqlite_log(tmp_path)
     await again.start()
     try:
@@ -95,12 +101,7 @@ async def test_a_batch_answered_but_not_in_the_database_is_there_when_the_log_op
 
 
 async def test_a_torn_last_journal_entry_is_dropped_and_the_entries_after_it_are_kept(tmp_path: Path) -> None:
-    log = sqlite_log(tmp_path)
-    await log.start()
-    await log.append(record())
-    await answered_but_refused_by_the_database(log)
-    await log.close()
-    accept_in_database(log.path)
+    log = await closed_with_a_batch_only_in_its_journal(tmp_path)
     with journal_of(log).open("ab") as journal:  # a writer that died within its append, before answering
         journal.write(b"\x00\x00\x10\x00torn")
 
