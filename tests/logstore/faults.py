@@ -33,7 +33,8 @@ TRIGGER = "edugate_injected_write_failure"
 INJECTED = "injected write failure|File too large"  # what a refused append says: the trigger's, or EFBIG's
 
 
-def _writer_file_size_limit(log: SQLiteExchangeLog, limit: int | None) -> None:
+def limit_writer_file_size(log: SQLiteExchangeLog, limit: int | None) -> None:
+    """Set (None: lift) the SQLite log writer's RLIMIT_FSIZE: a write beyond `limit` bytes fails with EFBIG."""
     pid = log.writer_pid
     assert pid is not None, "the log's writer is not running"
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -43,7 +44,7 @@ def _writer_file_size_limit(log: SQLiteExchangeLog, limit: int | None) -> None:
 async def inject_write_failure(log: GroupCommitLog) -> None:
     if isinstance(log, SQLiteExchangeLog):
         await log.settle()  # the batches answered so far are in the database: only the journal grows from here
-        _writer_file_size_limit(log, log.path.with_name(log.path.name + JOURNAL_SUFFIX).stat().st_size)
+        limit_writer_file_size(log, log.path.with_name(log.path.name + JOURNAL_SUFFIX).stat().st_size)
         return
     if isinstance(log, PostgresExchangeLog):
         conn = await asyncpg.connect(log.dsn)
@@ -65,7 +66,7 @@ async def inject_write_failure(log: GroupCommitLog) -> None:
 async def remove_write_failure(log: GroupCommitLog) -> None:
     if isinstance(log, SQLiteExchangeLog):
         if log.writer_pid is not None:  # a writer started since has no limit
-            _writer_file_size_limit(log, None)
+            limit_writer_file_size(log, None)
         return
     if isinstance(log, PostgresExchangeLog):
         conn = await asyncpg.connect(log.dsn)

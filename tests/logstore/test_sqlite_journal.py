@@ -11,7 +11,7 @@ import pytest
 from connectors.logstore.base import LogOpenFailed, LogWriteFailed
 from connectors.logstore.sqlite import SQLiteExchangeLog
 from connectors.logstore.sqlite_writer import JOURNAL_SUFFIX
-from tests.logstore.faults import accept_in_database, refuse_in_database
+from tests.logstore.faults import accept_in_database, limit_writer_file_size, refuse_in_database
 from tests.logstore.processes import ended
 from tests.logstore.samples import NODE, SCHOOL, record
 from tests.logstore.test_write_failures import assert_tree_matches_leaves
@@ -156,3 +156,25 @@ async def test_a_checkpoint_commits_durably_and_cuts_the_journal(tmp_path: Path)
         assert await log.append(record()) == 20
     finally:
         await log.close()
+
+
+async def test_a_journal_write_the_disk_refuses_leaves_no_torn_entry_before_the_next(tmp_path: Path) -> None:
+    log = sqlite_log(tmp_path)
+    await log.start()
+    await log.append(record())
+    await log.settle()
+    # the disk takes 50 bytes of the next entry, then refuses the rest (EFBIG past the writer's file-size limit)
+    limit_writer_file_size(log, journal_of(log).stat().st_size + 50)
+    with pytest.raises(LogWriteFailed, match="File too large"):
+        await log.append(record())
+    limit_writer_file_size(log, None)
+    await answered_but_refused_by_the_database(log)  # so the next writer must read the entry after the failed one
+    await log.close()
+    accept_in_database(log.path)
+
+    again = sqlite_log(tmp_path)
+    await again.start()
+    try:
+        assert await indices(again) == [0, 1]
+    finally:
+        await again.close()
