@@ -173,16 +173,19 @@ def _transaction(db: sqlite3.Connection, work: Callable[[], Any]) -> Any:
     return result
 
 
+def _batch_rows(
+    db: sqlite3.Connection, records: list[list[Any]], students: list[list[Any]], nodes: list[list[Any]]
+) -> None:
+    """A batch's inserts, inside the caller's transaction. `nodes` as the log gives them, (level, idx, hash):
+    stored under their position."""
+    _insert(db, "records", records)
+    _insert(db, "record_students", students)
+    _insert(db, "tree", [(tree_position(level, idx), level, digest) for level, idx, digest in nodes])
+
+
 def _batch(db: sqlite3.Connection, records: list[list[Any]], students: list[list[Any]], nodes: list[list[Any]]) -> None:
-    """`nodes` as the log gives them, (level, idx, hash): stored under their position."""
-    tree = [(tree_position(level, idx), level, digest) for level, idx, digest in nodes]
-
-    def work() -> None:
-        _insert(db, "records", records)
-        _insert(db, "record_students", students)
-        _insert(db, "tree", tree)
-
-    _transaction(db, work)
+    """A batch in a transaction of its own."""
+    _transaction(db, lambda: _batch_rows(db, records, students, nodes))
 
 
 def _size(db: sqlite3.Connection) -> int:
@@ -288,7 +291,7 @@ def replay(db: sqlite3.Connection, journal: Journal, decode: Callable[[bytes], A
 
 
 class Batches:
-    """What the process knows between batches: the log's size, and whether its next commit must be durable."""
+    """The batches of one writer: the database, the journal, and the log's size (where the next batch starts)."""
 
     def __init__(self, db: sqlite3.Connection, journal: Journal, size: int) -> None:
         self.db = db
@@ -318,10 +321,7 @@ class Batches:
             raise
         answer(True, None)
         try:
-            tree = [(tree_position(level, idx), level, digest) for level, idx, digest in nodes]
-            _insert(db, "records", records)
-            _insert(db, "record_students", students)
-            _insert(db, "tree", tree)
+            _batch_rows(db, records, students, nodes)
             db.execute("COMMIT")
         except Exception as exc:  # no rollback and no further answers: a new writer puts the batch in, or cannot open
             _give_up(f"the database refused an answered batch, which {self.journal.path} keeps: {exc}")
@@ -381,10 +381,8 @@ def serve(path: str, requests: BinaryIO, answers: BinaryIO, lock_wait: float) ->
                 records, students, nodes = arguments
                 batches.take(frame, records, students, nodes, answer)  # answers by itself once journalled
                 continue
-            if operation == "settle":  # every batch answered before is in the database: reads may start
+            if operation in ("settle", "size"):  # settle: the batches answered before are in the database now
                 value: Any = batches.size
-            elif operation == "size":
-                value = batches.size
             else:
                 value = batches.durably(OPERATIONS[operation], *arguments)
         except Exception as exc:  # the transaction is rolled back; the node fails the request's waiters
