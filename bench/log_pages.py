@@ -5,7 +5,9 @@ Batches are made as the gateway's benchmark makes them (13 records: decisions an
 student row per decision, among `--students` students) and committed by the writer's own `connect` and `_batch`,
 in this process, after a warm-up that grows the log to 26,000 records. Bytes and write calls are the process's
 own (`/proc/self/io`), so they count the WAL frames (each a header and a page, two calls) and the checkpoints'
-copies into the database file. A figure to compare parts of the schema by, not a throughput.
+copies into the database file; not the writer's journal of answered batches (`<log>-pending`, about the
+request frame's size per batch), which no schema part changes. A figure to compare parts of the schema by, not a
+throughput.
 
     .venv/bin/python bench/log_pages.py [--batches 1000] [--students 32]
 """
