@@ -18,7 +18,7 @@ import aiosqlite
 import msgspec
 
 from connectors.logstore.base import Bucket, GroupCommitLog, LogOpenFailed, RecordFilter, Row, student_rows
-from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed, tree_position
+from connectors.logstore.sqlite_writer import JOURNAL_SUFFIX, SQLiteWriter, WriterFailed, tree_position
 from trust.checkpoint import PrivateKey, SignedCheckpoint
 from trust.transparency import Subtree
 
@@ -45,6 +45,11 @@ class SQLiteExchangeLog(GroupCommitLog):
         self._store_writer = SQLiteWriter(path)
         self._reader_db: aiosqlite.Connection | None = None
         self._unsettled = False  # a batch was answered that a read may not find in the database yet
+
+    @property
+    def journal_path(self) -> Path:
+        """The writer's journal of answered batches, beside the log file (back both up together)."""
+        return self.path.with_name(self.path.name + JOURNAL_SUFFIX)
 
     @property
     def writer_pid(self) -> int | None:

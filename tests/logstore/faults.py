@@ -27,7 +27,6 @@ import asyncpg
 from connectors.logstore.base import GroupCommitLog
 from connectors.logstore.postgres import PostgresExchangeLog
 from connectors.logstore.sqlite import SQLiteExchangeLog
-from connectors.logstore.sqlite_writer import JOURNAL_SUFFIX
 
 TRIGGER = "edugate_injected_write_failure"
 INJECTED = "injected write failure|File too large"  # what a refused append says: the trigger's, or EFBIG's
@@ -44,7 +43,7 @@ def limit_writer_file_size(log: SQLiteExchangeLog, limit: int | None) -> None:
 async def inject_write_failure(log: GroupCommitLog) -> None:
     if isinstance(log, SQLiteExchangeLog):
         await log.settle()  # the batches answered so far are in the database: only the journal grows from here
-        limit_writer_file_size(log, log.path.with_name(log.path.name + JOURNAL_SUFFIX).stat().st_size)
+        limit_writer_file_size(log, log.journal_path.stat().st_size)
         return
     if isinstance(log, PostgresExchangeLog):
         conn = await asyncpg.connect(log.dsn)

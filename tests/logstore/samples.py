@@ -1,11 +1,15 @@
-"""Sample exchange records and the identities they name, shared by the exchange-log tests."""
+"""Sample exchange records, the identities they name, and a SQLite log to hold them, shared by the exchange-log
+tests."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from connectors.logstore.record import ExchangeRecord
+from connectors.logstore.sqlite import SQLiteExchangeLog
+from trust.checkpoint import load_or_create_signing_key
 
 NODE = "00000003273100010000"
 PUBLISHER = "00000003123456780000"
@@ -46,3 +50,9 @@ def record(
         records=records,
         student_hashes=students,
     )
+
+
+def sqlite_log(directory: Path) -> SQLiteExchangeLog:
+    """A SQLite log of NODE in `directory` (its file, and its signing key beside it), not yet started."""
+    key = load_or_create_signing_key(directory / "log-signing.key")
+    return SQLiteExchangeLog(directory / "exchanges.sqlite", node_oin=NODE, signing_key=key)

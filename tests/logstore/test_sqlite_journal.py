@@ -10,21 +10,10 @@ import pytest
 
 from connectors.logstore.base import LogOpenFailed, LogWriteFailed
 from connectors.logstore.sqlite import SQLiteExchangeLog
-from connectors.logstore.sqlite_writer import JOURNAL_SUFFIX
 from tests.logstore.faults import accept_in_database, limit_writer_file_size, refuse_in_database
 from tests.logstore.processes import ended
-from tests.logstore.samples import NODE, SCHOOL, record
+from tests.logstore.samples import SCHOOL, record, sqlite_log
 from tests.logstore.test_write_failures import assert_tree_matches_leaves
-from trust.checkpoint import load_or_create_signing_key
-
-
-def sqlite_log(directory: Path) -> SQLiteExchangeLog:
-    key = load_or_create_signing_key(directory / "log-signing.key")
-    return SQLiteExchangeLog(directory / "exchanges.sqlite", node_oin=NODE, signing_key=key)
-
-
-def journal_of(log: SQLiteExchangeLog) -> Path:
-    return log.path.with_name(log.path.name + JOURNAL_SUFFIX)
 
 
 async def indices(log: SQLiteExchangeLog) -> list[int]:
@@ -102,7 +91,7 @@ async def test_a_batch_answered_but_not_in_the_database_is_there_when_the_log_op
 
 async def test_a_torn_last_journal_entry_is_dropped_and_the_entries_after_it_are_kept(tmp_path: Path) -> None:
     log = await closed_with_a_batch_only_in_its_journal(tmp_path)
-    with journal_of(log).open("ab") as journal:  # a writer that died within its append, before answering
+    with log.journal_path.open("ab") as journal:  # a writer that died within its append, before answering
         journal.write(b"\x00\x00\x10\x00torn")
 
     again = sqlite_log(tmp_path)
@@ -131,7 +120,7 @@ async def test_a_journal_that_does_not_continue_the_log_file_is_refused_at_open(
     await log.close()
 
     other = sqlite_log(tmp_path / "b")
-    journal_of(other).write_bytes(journal_of(log).read_bytes())  # beside a log file that holds no leaf
+    other.journal_path.write_bytes(log.journal_path.read_bytes())  # beside a log file that holds no leaf
     with pytest.raises(LogOpenFailed, match="does not belong to this log file"):
         await other.start()
 
@@ -140,9 +129,9 @@ async def test_a_log_closed_cleanly_leaves_an_empty_journal(tmp_path: Path) -> N
     log = sqlite_log(tmp_path)
     await log.start()
     await asyncio.gather(*(log.append(record()) for _ in range(20)))
-    assert journal_of(log).stat().st_size > 0
+    assert log.journal_path.stat().st_size > 0
     await log.close()
-    assert journal_of(log).stat().st_size == 0
+    assert log.journal_path.stat().st_size == 0
 
 
 async def test_a_checkpoint_commits_durably_and_cuts_the_journal(tmp_path: Path) -> None:
@@ -150,9 +139,9 @@ async def test_a_checkpoint_commits_durably_and_cuts_the_journal(tmp_path: Path)
     await log.start()
     try:
         await asyncio.gather(*(log.append(record()) for _ in range(20)))
-        assert journal_of(log).stat().st_size > 0
+        assert log.journal_path.stat().st_size > 0
         await log.checkpoint()
-        assert journal_of(log).stat().st_size == 0
+        assert log.journal_path.stat().st_size == 0
         assert await log.append(record()) == 20
     finally:
         await log.close()
@@ -164,7 +153,7 @@ async def test_a_journal_write_the_disk_refuses_leaves_no_torn_entry_before_the_
     await log.append(record())
     await log.settle()
     # the disk takes 50 bytes of the next entry, then refuses the rest (EFBIG past the writer's file-size limit)
-    limit_writer_file_size(log, journal_of(log).stat().st_size + 50)
+    limit_writer_file_size(log, log.journal_path.stat().st_size + 50)
     with pytest.raises(LogWriteFailed, match="File too large"):
         await log.append(record())
     limit_writer_file_size(log, None)

@@ -12,17 +12,10 @@ import pytest
 
 from connectors.logstore import sqlite_writer
 from connectors.logstore.base import RECORD_COLUMNS, LogOpenFailed, LogWriteFailed, RecordFilter
-from connectors.logstore.sqlite import SQLiteExchangeLog
 from connectors.logstore.sqlite_writer import SQLiteWriter, WriterFailed
 from tests.logstore.processes import ended
-from tests.logstore.samples import NODE, SCHOOL, record
-from trust.checkpoint import load_or_create_signing_key
+from tests.logstore.samples import SCHOOL, record, sqlite_log
 from trust.transparency import verify_inclusion
-
-
-def sqlite_log(tmp_path: Path) -> SQLiteExchangeLog:
-    key = load_or_create_signing_key(tmp_path / "log-signing.key")
-    return SQLiteExchangeLog(tmp_path / "exchanges.sqlite", node_oin=NODE, signing_key=key)
 
 
 async def test_the_records_table_takes_its_columns_in_the_order_rows_give_them(tmp_path: Path) -> None:
