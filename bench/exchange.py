@@ -267,9 +267,24 @@ async def get_token(port: int, ready: dict[str, str]) -> str:
 def row(name: str, result: Result) -> str:
     ok = sum(n for s, n in result.statuses.items() if s < 400)
     cpu_us = result.server_cpu / result.requests * 1e6 if result.requests else float("nan")
+    client_us = result.client_cpu / result.requests * 1e6 if result.requests else float("nan")
     return (
         f"{name:<34}{result.rps:>10.0f}{result.percentile(50):>10.2f}{result.percentile(99):>10.2f}"
-        f"{ok:>10}{result.requests - ok + result.errors:>8}{cpu_us:>12.0f}"
+        f"{ok:>10}{result.requests - ok + result.errors:>8}{cpu_us:>12.0f}{client_us:>12.0f}"
+    )
+
+
+def loop_ceiling(threads: list[ThreadTime], gateway: Result, nginx: Result) -> str:
+    """What one core could give the gateway at the CPU its event loop spent per exchange, set against nginx's
+    figure and the gateway's own: how much of the gap is the loop's work, and how much the machine's sharing."""
+    loop = next((t for t in threads if t.label == "worker (event loop)"), None)
+    if loop is None or not gateway.requests or not loop.on_cpu:
+        return ""
+    ceiling = gateway.requests / loop.on_cpu  # exchanges per second of the loop's own CPU
+    return (
+        f"the event loop's ceiling: a core of its own at {loop.on_cpu / gateway.requests * 1e6:.0f} us of CPU per"
+        f" exchange gives {ceiling:.0f} req/s, gateway/nginx {ceiling / nginx.rps if nginx.rps else 0.0:.2f};"
+        f" measured: {gateway.rps / ceiling:.0%} of that ceiling"
     )
 
 
@@ -346,7 +361,9 @@ def main() -> None:
 
             load(1.0)
             before, threads_before = tree_cpu_seconds(pid), thread_schedule(pid)
+            client_before = time.process_time()
             result = load(args.seconds)
+            result.client_cpu = time.process_time() - client_before
             result.server_cpu = tree_cpu_seconds(pid) - before
             if pid == node.pid:
                 schedules[id(result)] = gateway_threads(pid, threads_before, thread_schedule(pid))
@@ -384,7 +401,10 @@ def main() -> None:
             + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
             + "\n"
         )
-        print(f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ok':>10}{'errors':>8}{'CPU us/req':>12}")
+        print(
+            f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'ok':>10}{'errors':>8}{'CPU us/req':>12}"
+            f"{'load us/req':>12}"
+        )
         for name, result in chosen.items():
             print(row(name, result))
         headline = f"\ngateway/nginx throughput ratio: {gateway.rps / nginx.rps if nginx.rps else 0.0:.2f}"
@@ -401,7 +421,8 @@ def main() -> None:
         )
         print(
             "(CPU us/req: user + system time of the server's processes per request answered: nginx's master and"
-            " worker; the gateway's worker and its SQLite log-writer process)"
+            " worker; the gateway's worker and its SQLite log-writer process; load us/req: the load generator's own,"
+            " which shares the machine's cores with the servers)"
         )
         if schedules.get(id(gateway)):
             print(
@@ -410,6 +431,9 @@ def main() -> None:
                 " batch):"
             )
             print("\n".join(schedule_rows(schedules[id(gateway)], gateway)))
+            ceiling = loop_ceiling(schedules[id(gateway)], gateway, nginx)
+            if ceiling:
+                print(ceiling)
         if gateway.statuses.keys() - {200, 201}:
             print(f"gateway statuses: {gateway.statuses}")
     finally:

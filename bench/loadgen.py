@@ -23,6 +23,7 @@ class Result:
     latencies: list[float]
     statuses: dict[int, int]
     server_cpu: float = 0.0  # CPU seconds the server spent meanwhile, when the caller measures it
+    client_cpu: float = 0.0  # CPU seconds the load generator itself spent, when the caller measures it
 
     @property
     def rps(self) -> float:
