@@ -386,6 +386,8 @@ def main() -> None:
         writer_rss = ", ".join(f"{peak_rss_kib(pid) / 1024:.1f} MiB" for pid in child_pids(node.pid)) or "none"
         if args.rounds > 1:
             print(f"\nper round, gateway/nginx: {', '.join(f'{ratio(results, i):.2f}' for i in range(args.rounds))}")
+            for name in ("nginx mTLS reverse proxy", "edugate full path"):
+                print(f"per round, {name} req/s: {', '.join(f'{r.rps:.0f}' for r in results[name])}")
         chosen = {name: sorted(runs, key=lambda r: r.rps)[len(runs) // 2] for name, runs in results.items()}
         nginx, bare, floor, gateway = (
             chosen["nginx mTLS reverse proxy"],
