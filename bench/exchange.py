@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,7 +266,7 @@ async def get_token(port: int, ready: dict[str, str]) -> str:
 
 
 def row(name: str, result: Result) -> str:
-    ok = sum(n for s, n in result.statuses.items() if s < 400)
+    ok = result.ok
     cpu_us = result.server_cpu / result.requests * 1e6 if result.requests else float("nan")
     client_us = result.client_cpu / result.requests * 1e6 if result.requests else float("nan")
     return (
@@ -348,11 +349,18 @@ def main() -> None:
         mtls = publisher_tls(ready)
         plain = progress_puts(None, args.connections)
         schedules: dict[int, list[ThreadTime]] = {}  # per gateway result (by id): its threads' time
-        with_token = progress_puts(asyncio.run(get_token(ready["port"], ready)), args.connections)
 
-        def measure(port: int, context: ssl.SSLContext | None, requests: list[bytes], pid: int) -> Result:
+        def with_token() -> list[bytes]:
+            """The gateway's requests with a token fetched now: an access token lives at most 300 s, less than a
+            run of seven rounds takes."""
+            return progress_puts(asyncio.run(get_token(ready["port"], ready)), args.connections)
+
+        def measure(
+            port: int, context: ssl.SSLContext | None, make_requests: Callable[[], list[bytes]], pid: int
+        ) -> Result:
             """The load generator's result, with the CPU seconds the server (all its processes) spent meanwhile:
             after a warm-up of its own, so that the CPU counted is that of the requests counted."""
+            requests = make_requests()
 
             def load(seconds: float) -> Result:
                 return asyncio.run(
@@ -369,12 +377,13 @@ def main() -> None:
                 schedules[id(result)] = gateway_threads(pid, threads_before, thread_schedule(pid))
             return result
 
-        # (port, TLS context, requests, the server's process: its CPU counts with all its children's)
+        # (port, TLS context, the requests (made for each run), the server's process: its CPU counts with all its
+        # children's)
         targets = {
-            "upstream directly (plain HTTP)": (upstream_port, None, plain, upstream_pid),
-            "nginx mTLS reverse proxy": (nginx_port, mtls, plain, nginx_pid),
-            "bare aiohttp mTLS proxy (uvloop)": (bare_port, mtls, plain, bare_pid),
-            "edugate's HTTP stack, no checks/log": (floor_port, mtls, plain, floor_pid),
+            "upstream directly (plain HTTP)": (upstream_port, None, lambda: plain, upstream_pid),
+            "nginx mTLS reverse proxy": (nginx_port, mtls, lambda: plain, nginx_pid),
+            "bare aiohttp mTLS proxy (uvloop)": (bare_port, mtls, lambda: plain, bare_pid),
+            "edugate's HTTP stack, no checks/log": (floor_port, mtls, lambda: plain, floor_pid),
             "edugate full path": (ready["port"], mtls, with_token, node.pid),
         }
         # Rounds interleave the targets, so a slow spell of this shared machine hits them all alike.
@@ -388,6 +397,13 @@ def main() -> None:
             print(f"\nper round, gateway/nginx: {', '.join(f'{ratio(results, i):.2f}' for i in range(args.rounds))}")
             for name in ("nginx mTLS reverse proxy", "edugate full path"):
                 print(f"per round, {name} req/s: {', '.join(f'{r.rps:.0f}' for r in results[name])}")
+        for name, runs in results.items():
+            for i, r in enumerate(runs):
+                if r.ok != r.requests or r.errors:
+                    print(
+                        f"round {i + 1}, {name}: {r.requests - r.ok} answers refused"
+                        f" {dict(sorted(r.statuses.items()))}, {r.errors} broken connections"
+                    )
         chosen = {name: sorted(runs, key=lambda r: r.rps)[len(runs) // 2] for name, runs in results.items()}
         nginx, bare, floor, gateway = (
             chosen["nginx mTLS reverse proxy"],
@@ -422,9 +438,9 @@ def main() -> None:
             " attribute checks + durable log record before forwarding + outcome record)"
         )
         print(
-            "(CPU us/req: user + system time of the server's processes per request answered: nginx's master and"
-            " worker; the gateway's worker and its SQLite log-writer process; load us/req: the load generator's own,"
-            " which shares the machine's cores with the servers)"
+            "(req/s: answers with a success per second; CPU us/req: user + system time of the server's processes per"
+            " request answered: nginx's master and worker; the gateway's worker and its SQLite log-writer process;"
+            " load us/req: the load generator's own, which shares the machine's cores with the servers)"
         )
         if schedules.get(id(gateway)):
             print(

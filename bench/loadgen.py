@@ -26,8 +26,15 @@ class Result:
     client_cpu: float = 0.0  # CPU seconds the load generator itself spent, when the caller measures it
 
     @property
+    def ok(self) -> int:
+        """Requests answered with a status below 400."""
+        return sum(n for status, n in self.statuses.items() if status < 400)
+
+    @property
     def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
+        """Requests answered with a success per second: a refusal is not throughput (an expired token makes
+        every answer a quick 401)."""
+        return self.ok / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
         if not self.latencies:
