@@ -3,10 +3,11 @@ stack, and the node's own server and upstream client), and the gateway's full pa
 
 All in one run on this machine, each server with one worker process (nginx's beside its master, the gateway's
 beside its SQLite log-writer process), the same load generator, the same requests (Progress API PUTs, one per
-connection, each about a student of its own). Prints requests/s, p50/p99 latency and each server's CPU per request
-(all its processes), the gateway/nginx throughput ratio, the gateway's peak RSS, and for the gateway's median round
-where its threads spent the time: on a CPU, runnable but waiting for one (the load generator and the upstream share
-the machine), or idle.
+connection, each about a student of its own; the gateway's with an access token fetched for each run). Prints
+successful requests/s, p50/p99 latency, each server's CPU per request (all its processes) and the load generator's
+own, the gateway/nginx throughput ratio, the gateway's peak RSS, and for the gateway's median round where its threads
+spent the time: on a CPU, runnable but waiting for one (the load generator and the upstream share the machine), or
+idle; and the event loop's ceiling, the ratio one core of its own would give at the CPU it spent per exchange.
 
     .venv/bin/python bench/exchange.py [--seconds 10] [--connections 32] [--rounds 3]
 """
