@@ -264,39 +264,43 @@ def _key_kind(key: str) -> IdentifierKind | None:
     return identifier_in(key)
 
 
+# The walks below are module functions, not closures: a nested function that calls itself is a reference cycle
+# (function, cell), which only the cyclic collector frees, and values_at runs twice per exchange.
+
+
 def values_at(payload: Any, path: str) -> list[Any]:
     """Every value at `path` in `payload` (several where the path crosses arrays); absent members give nothing."""
     found: list[Any] = []
-
-    def walk(value: Any, steps: tuple[Step, ...]) -> None:
-        if not steps:
-            found.append(value)
-            return
-        kind, name = steps[0]
-        if kind == "key" and isinstance(value, dict) and name in value:
-            walk(value[name], steps[1:])
-        elif kind == "item" and isinstance(value, list):
-            for item in value:
-                walk(item, steps[1:])
-
-    walk(payload, parse_path(path))
+    _collect_at(payload, parse_path(path), found)
     return found
+
+
+def _collect_at(value: Any, steps: tuple[Step, ...], found: list[Any]) -> None:
+    if not steps:
+        found.append(value)
+        return
+    kind, name = steps[0]
+    if kind == "key" and isinstance(value, dict) and name in value:
+        _collect_at(value[name], steps[1:], found)
+    elif kind == "item" and isinstance(value, list):
+        for item in value:
+            _collect_at(item, steps[1:], found)
 
 
 def replace_at(payload: Any, path: str, change: Callable[[Any], Any]) -> Any:
     """A copy of `payload` with every value at `path` replaced by `change(value)`."""
+    return _replaced_at(payload, parse_path(path), change)
 
-    def walk(value: Any, steps: tuple[Step, ...]) -> Any:
-        if not steps:
-            return change(value)
-        kind, name = steps[0]
-        if kind == "key" and isinstance(value, dict) and name in value:
-            return {**value, name: walk(value[name], steps[1:])}
-        if kind == "item" and isinstance(value, list):
-            return [walk(item, steps[1:]) for item in value]
-        return value
 
-    return walk(payload, parse_path(path))
+def _replaced_at(value: Any, steps: tuple[Step, ...], change: Callable[[Any], Any]) -> Any:
+    if not steps:
+        return change(value)
+    kind, name = steps[0]
+    if kind == "key" and isinstance(value, dict) and name in value:
+        return {**value, name: _replaced_at(value[name], steps[1:], change)}
+    if kind == "item" and isinstance(value, list):
+        return [_replaced_at(item, steps[1:], change) for item in value]
+    return value
 
 
 def value_paths(payload: Any) -> tuple[set[str], set[str]]:
