@@ -213,7 +213,7 @@ class RecordQuery:
 
 
 def record_json(stored: StoredRecord) -> dict[str, Any]:
-    record = stored.record.model_dump(mode="json")
+    record = stored.record.json_form()
     return {"index": stored.index, "leaf_hash": hexed(stored.leaf_hash), "record": record}
 
 

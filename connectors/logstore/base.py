@@ -518,7 +518,7 @@ class GroupCommitLog(ABC):
         )
         found = await self._store_records(filters, limit, offset, oldest_first)
         return [
-            StoredRecord(index, bytes(leaf), ExchangeRecord.model_validate_json(body)) for index, leaf, body in found
+            StoredRecord(index, bytes(leaf), ExchangeRecord.parse_json(body)) for index, leaf, body in found
         ]
 
     async def totals(

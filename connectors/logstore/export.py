@@ -77,7 +77,7 @@ async def build_export(
                 {
                     "index": stored.index,
                     "leaf_hash": stored.leaf_hash.hex(),
-                    "record": stored.record.model_dump(mode="json"),
+                    "record": stored.record.json_form(),
                     "inclusion_proof": [p.hex() for p in proof],
                 }
             )

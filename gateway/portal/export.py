@@ -48,7 +48,7 @@ async def school_records(node: Node, school: str, query: RecordQuery,
 
 
 def csv_row(stored: StoredRecord) -> list[str]:
-    data = stored.record.model_dump(mode="json")
+    data = stored.record.json_form()
     data["index"] = stored.index
     data["student_count"] = len(stored.record.student_hashes)  # hashes are for look-ups, not for spreadsheets
     return ["" if data.get(c) is None else str(data[c]) for c in CSV_COLUMNS]
@@ -89,7 +89,7 @@ async def export_json(node: Node, school: str, query: RecordQuery) -> dict[str, 
     kept = []
     for item in export["records"]:
         stored = StoredRecord(item["index"], bytes.fromhex(item["leaf_hash"]),
-                              ExchangeRecord.model_validate(item["record"]))
+                              ExchangeRecord.parse_object(item["record"]))
         if stored.record.school == school and matches(stored, query):
             kept.append(item)
     export["records"] = kept

@@ -78,7 +78,7 @@ async def test_a_certified_publisher_pushes_progress_and_it_is_logged_before_and
     assert decision.client_id == "publisher-app" and decision.school == SCHOOL and decision.purpose == "b"
     assert outcome.upstream_status == 201 and outcome.latency_ms is not None
     # the student only as a keyed hash, never in clear
-    assert eck_id(1) not in json.dumps([r.model_dump(mode="json") for r in records])
+    assert eck_id(1) not in json.dumps([r.json_form() for r in records])
     assert len(decision.student_hashes) == 1
 
 

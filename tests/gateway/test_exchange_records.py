@@ -33,9 +33,9 @@ def test_the_outcome_record_is_the_decision_record_with_the_outcome_and_what_the
 
     outcome = x.outcome(decision, HASHER, **outcome_fields)
 
-    validated = ExchangeRecord.model_validate(
-        {**decision.model_dump(), **outcome_fields, "kind": "outcome", "records": 2, "removed_fields": 3,
-         "student_hashes": (HASHER.hash("104A158", ECK),)}
+    validated = ExchangeRecord.parse_object(
+        {**decision.json_form(), **outcome_fields, "kind": "outcome", "records": 2, "removed_fields": 3,
+         "student_hashes": [HASHER.hash("104A158", ECK)]}
     )  # fmt: skip
     assert outcome == validated
     assert encode_record(outcome) == encode_record(validated)  # the same leaf in the tree

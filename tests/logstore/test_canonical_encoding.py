@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,7 @@ from connectors.logstore.record import ExchangeRecord
 
 
 def defined_encoding(record: ExchangeRecord) -> bytes:
-    return canonical_json(record.model_dump(mode="json"))
+    return canonical_json(record.json_form())
 
 
 def outcome(encode: Any, record: ExchangeRecord) -> tuple[str, object]:
@@ -112,19 +113,20 @@ def _offset_in_whole_minutes(record: ExchangeRecord) -> bool:
 
 
 # A time at an offset with seconds (no zone in use has one; the node stamps records in UTC) cannot survive a round
-# trip by any encoding: pydantic itself writes it with the seconds dropped, and reads that back as another offset.
+# trip by any encoding: RFC 3339 has no seconds in an offset, so it is written with them dropped, and reads back as
+# another offset.
 @settings(max_examples=300)
 @given(records.filter(_offset_in_whole_minutes))
 def test_a_stored_record_read_back_encodes_to_the_bytes_that_were_stored(record: ExchangeRecord) -> None:
     kind, body = outcome(encode_record, record)
     if kind == "bytes":
         assert isinstance(body, bytes)
-        assert encode_record(ExchangeRecord.model_validate_json(body)) == body
+        assert encode_record(ExchangeRecord.parse_json(body)) == body
 
 
 def test_a_subclass_of_the_record_is_encoded_by_the_definition_itself() -> None:
     class Annotated(ExchangeRecord):
         pass
 
-    record = Annotated(**gateway_outcome().model_dump())
+    record = Annotated(**msgspec.structs.asdict(gateway_outcome()))
     assert encode_record(record) == defined_encoding(record)
