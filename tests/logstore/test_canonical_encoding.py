@@ -125,7 +125,7 @@ def test_a_stored_record_read_back_encodes_to_the_bytes_that_were_stored(record:
 
 
 def test_a_subclass_of_the_record_is_encoded_by_the_definition_itself() -> None:
-    class Annotated(ExchangeRecord):
+    class Annotated(ExchangeRecord, frozen=True):
         pass
 
     record = Annotated(**msgspec.structs.asdict(gateway_outcome()))
