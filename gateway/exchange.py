@@ -46,7 +46,7 @@ def uuid_text(value: int) -> str:
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
-@dataclass
+@dataclass(slots=True)  # made for every exchange, and read by every check
 class Exchange:
     request: InboundRequest
     now: datetime

@@ -80,8 +80,10 @@ class Activation(_Model):
 
     def refusal(self, now: datetime, *, data_class: str) -> str | None:
         """Why this activation does not admit an exchange now, or None if it does."""
-        what = f"data service {self.data_service!r} between school {self.school} and {self.counterparty}"
         state = self.state(now)
+        if state == "active" and data_class != "IV":  # the common answer, before any text is made
+            return None
+        what = f"data service {self.data_service!r} between school {self.school} and {self.counterparty}"
         if state == "revoked":
             return f"the school revoked the activation of {what} at {_rfc3339(self.revoked_at)}"
         if state == "requested":
