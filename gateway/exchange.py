@@ -25,24 +25,39 @@ if TYPE_CHECKING:
 InboundRequest = web.Request | http1.Request
 
 
+class _Randomness:
+    """os.urandom drawn a page at a time: one system call per 409 exchange ids instead of one per id. A forked child
+    starts with none of its parent's, so that two processes never make the same ids."""
+
+    _PAGE = 4096
+
+    def __init__(self) -> None:
+        self._bytes = b""
+        self._taken = 0
+
+    def take(self, n: int) -> bytes:
+        start = self._taken
+        if start + n > len(self._bytes):
+            self._bytes, start = os.urandom(self._PAGE), 0
+        self._taken = start + n
+        return self._bytes[start : start + n]
+
+    def forget(self) -> None:
+        self._bytes, self._taken = b"", 0
+
+
+_RANDOMNESS = _Randomness()
+os.register_at_fork(after_in_child=_RANDOMNESS.forget)
+
+
 def new_exchange_id() -> str:
-    """An RFC 9562 UUIDv7: 48 bits of Unix time in milliseconds, then 74 random bits. Ids made close in time sort
-    close together, so the log's index on exchange ids grows at its right edge instead of touching a random page
-    per record (measured: a 32-record SQLite commit 3.0 -> 1.4 ms once the index holds 32,000 ids)."""
-    random = int.from_bytes(os.urandom(10), "big")
-    value = (
-        (time.time_ns() // 1_000_000) << 80
-        | 0x7 << 76  # version
-        | (random >> 68) << 64  # rand_a, 12 bits
-        | 0b10 << 62  # variant
-        | random & ((1 << 62) - 1)  # rand_b
-    )
-    return uuid_text(value)
-
-
-def uuid_text(value: int) -> str:
-    """str(uuid.UUID(int=value)) for a 128-bit value, without building a UUID object (2.9 -> 1.9 us per id)."""
-    digits = f"{value:032x}"
+    """An RFC 9562 UUIDv7: 48 bits of Unix time in milliseconds, the version, 12 random bits, the variant, 62 random
+    bits. Ids made close in time sort close together, so the log's index on exchange ids grows at its right edge
+    instead of touching a random page per record (measured: a 32-record SQLite commit 3.0 -> 1.4 ms once the index
+    holds 32,000 ids). Made from bytes, not a 128-bit integer: 1.48 -> 0.84 us per id (timeit)."""
+    r = _RANDOMNESS.take(10)
+    unix_ms = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    digits = (unix_ms + bytes((0x70 | r[0] & 0x0F, r[1], 0x80 | r[2] & 0x3F)) + r[3:]).hex()
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 

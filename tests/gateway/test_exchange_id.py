@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -24,3 +25,16 @@ def test_ids_made_a_millisecond_apart_sort_in_the_order_they_were_made_and_never
         time.sleep(0.002)
     assert made == sorted(made)
     assert len({new_exchange_id() for _ in range(10_000)}) == 10_000
+
+
+def test_a_forked_process_makes_ids_of_its_own_not_the_ones_its_parent_makes_next() -> None:
+    new_exchange_id()  # the parent now holds randomness drawn ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, new_exchange_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    childs = os.read(read, 64).decode()
+    parents = new_exchange_id()
+    assert childs.rsplit("-", 1)[1] != parents.rsplit("-", 1)[1]  # 48 of the 62 random bits after the variant
