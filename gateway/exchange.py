@@ -57,7 +57,12 @@ def new_exchange_id() -> str:
     holds 32,000 ids). Made from bytes, not a 128-bit integer: 1.48 -> 0.84 us per id (timeit)."""
     r = _RANDOMNESS.take(10)
     unix_ms = (time.time_ns() // 1_000_000).to_bytes(6, "big")
-    digits = (unix_ms + bytes((0x70 | r[0] & 0x0F, r[1], 0x80 | r[2] & 0x3F)) + r[3:]).hex()
+    return uuid_text(unix_ms + bytes((0x70 | r[0] & 0x0F, r[1], 0x80 | r[2] & 0x3F)) + r[3:])
+
+
+def uuid_text(raw: bytes) -> str:
+    """str(uuid.UUID(bytes=raw)) for 16 bytes, without building a UUID object."""
+    digits = raw.hex()
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
