@@ -3,7 +3,9 @@ tests."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,3 +58,13 @@ def sqlite_log(directory: Path) -> SQLiteExchangeLog:
     """A SQLite log of NODE in `directory` (its file, and its signing key beside it), not yet started."""
     key = load_or_create_signing_key(directory / "log-signing.key")
     return SQLiteExchangeLog(directory / "exchanges.sqlite", node_oin=NODE, signing_key=key)
+
+
+@contextlib.asynccontextmanager
+async def started(log: SQLiteExchangeLog) -> AsyncIterator[SQLiteExchangeLog]:
+    """`log` started for the block, and closed after it whatever happens inside."""
+    await log.start()
+    try:
+        yield log
+    finally:
+        await log.close()

@@ -12,7 +12,7 @@ from connectors.logstore.base import LogOpenFailed, LogWriteFailed
 from connectors.logstore.sqlite import SQLiteExchangeLog
 from tests.logstore.faults import accept_in_database, limit_writer_file_size, refuse_in_database
 from tests.logstore.processes import ended
-from tests.logstore.samples import SCHOOL, record, sqlite_log
+from tests.logstore.samples import SCHOOL, record, sqlite_log, started
 from tests.logstore.test_write_failures import assert_tree_matches_leaves
 
 
@@ -43,22 +43,16 @@ async def closed_with_a_batch_only_in_its_journal(directory: Path) -> SQLiteExch
 
 
 async def test_a_read_right_after_an_append_finds_the_record(tmp_path: Path) -> None:
-    log = sqlite_log(tmp_path)
-    await log.start()
-    try:
+    async with started(sqlite_log(tmp_path)) as log:
         for n in range(5):
             written = await asyncio.gather(*(log.append(record()) for _ in range(n + 1)))
             assert (await indices(log))[-len(written) :] == written
-    finally:
-        await log.close()
 
 
 async def test_a_batch_the_database_refuses_after_its_answer_is_kept_and_later_batches_are_refused(
     tmp_path: Path,
 ) -> None:
-    log = sqlite_log(tmp_path)
-    await log.start()
-    try:
+    async with started(sqlite_log(tmp_path)) as log:
         assert await log.append(record()) == 0
         assert await answered_but_refused_by_the_database(log) == 1
         with pytest.raises(LogWriteFailed):  # the writer has stopped (or a new one could not put the batch in)
@@ -72,21 +66,15 @@ async def test_a_batch_the_database_refuses_after_its_answer_is_kept_and_later_b
         assert log.writable()
         assert await indices(log) == [0, 1, 2]
         await assert_tree_matches_leaves(log)
-    finally:
-        await log.close()
 
 
 async def test_a_batch_answered_but_not_in_the_database_is_there_when_the_log_opens_again(tmp_path: Path) -> None:
     await closed_with_a_batch_only_in_its_journal(tmp_path)
-    again = sqlite_log(tmp_path)
-    await again.start()
-    try:
+    async with started(sqlite_log(tmp_path)) as again:
         assert again.size() == 2
         assert await indices(again) == [0, 1]
         assert await again.append(record()) == 2
         await assert_tree_matches_leaves(again)
-    finally:
-        await again.close()
 
 
 async def test_a_torn_last_journal_entry_is_dropped_and_the_entries_after_it_are_kept(tmp_path: Path) -> None:
@@ -94,19 +82,11 @@ async def test_a_torn_last_journal_entry_is_dropped_and_the_entries_after_it_are
     with log.journal_path.open("ab") as journal:  # a writer that died within its append, before answering
         journal.write(b"\x00\x00\x10\x00torn")
 
-    again = sqlite_log(tmp_path)
-    await again.start()
-    try:
+    async with started(sqlite_log(tmp_path)) as again:
         assert await again.append(record()) == 2
         assert await again.append(record()) == 3
-    finally:
-        await again.close()
-    third = sqlite_log(tmp_path)
-    await third.start()
-    try:
+    async with started(sqlite_log(tmp_path)) as third:
         assert await indices(third) == [0, 1, 2, 3]
-    finally:
-        await third.close()
 
 
 async def test_a_journal_that_does_not_continue_the_log_file_is_refused_at_open(tmp_path: Path) -> None:
@@ -135,16 +115,12 @@ async def test_a_log_closed_cleanly_leaves_an_empty_journal(tmp_path: Path) -> N
 
 
 async def test_a_checkpoint_commits_durably_and_cuts_the_journal(tmp_path: Path) -> None:
-    log = sqlite_log(tmp_path)
-    await log.start()
-    try:
+    async with started(sqlite_log(tmp_path)) as log:
         await asyncio.gather(*(log.append(record()) for _ in range(20)))
         assert log.journal_path.stat().st_size > 0
         await log.checkpoint()
         assert log.journal_path.stat().st_size == 0
         assert await log.append(record()) == 20
-    finally:
-        await log.close()
 
 
 async def test_a_journal_write_the_disk_refuses_leaves_no_torn_entry_before_the_next(tmp_path: Path) -> None:
@@ -161,9 +137,5 @@ async def test_a_journal_write_the_disk_refuses_leaves_no_torn_entry_before_the_
     await log.close()
     accept_in_database(log.path)
 
-    again = sqlite_log(tmp_path)
-    await again.start()
-    try:
+    async with started(sqlite_log(tmp_path)) as again:
         assert await indices(again) == [0, 1]
-    finally:
-        await again.close()
