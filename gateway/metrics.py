@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -65,12 +66,8 @@ class ExchangeCollector:
         yield exchanges
         seconds = self._exchange_seconds()
         for (data_service, decision), latency in self.latencies.items():
-            cumulative = 0.0
-            buckets = []
-            for le, count in zip(_BUCKET_LE, latency.buckets, strict=True):
-                cumulative += count
-                buckets.append((le, cumulative))
-            seconds.add_metric([data_service, decision], buckets, latency.sum)
+            cumulative = map(float, accumulate(latency.buckets))  # Prometheus buckets count all below their bound
+            seconds.add_metric([data_service, decision], list(zip(_BUCKET_LE, cumulative, strict=True)), latency.sum)
             if with_created:
                 # HistogramMetricFamily takes no created time; add the sample Histogram itself would.
                 created_labels = {"data_service": data_service, "decision": decision}
