@@ -35,11 +35,12 @@ def saved_garbage() -> Iterator[list[object]]:
         gc.enable()
 
 
-def made_here(thing: object) -> bool:
-    """A function of this project, or an instance of one of its classes (the client's own garbage is not ours)."""
-    module = getattr(thing, "__module__", None) if callable(thing) and not isinstance(thing, type) else None
-    module = module or type(thing).__module__
-    return module.split(".")[0] in PROJECT
+def where_made(thing: object) -> str:
+    """`module.qualname` of a function, or of an object's class (a class object counts as a `type`)."""
+    module, qualname = getattr(thing, "__module__", None), getattr(thing, "__qualname__", None)
+    if isinstance(thing, type) or module is None or qualname is None:
+        return f"{type(thing).__module__}.{type(thing).__qualname__}"
+    return f"{module}.{qualname}"
 
 
 async def test_admitted_pushes_leave_no_reference_cycles_of_the_node_behind(
@@ -84,5 +85,5 @@ async def test_refused_exchanges_leave_no_reference_cycles_of_the_node_behind(
 
 
 def cycles_of_ours(garbage: list[object]) -> list[str]:
-    return sorted({f"{getattr(o, '__module__', None) or type(o).__module__}."
-                   f"{getattr(o, '__qualname__', type(o).__qualname__)}" for o in garbage if made_here(o)})  # fmt: skip
+    """Where the garbage objects of this project (not the client's) were made."""
+    return sorted({made for thing in garbage if (made := where_made(thing)).split(".")[0] in PROJECT})
