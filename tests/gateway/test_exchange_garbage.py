@@ -13,8 +13,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
-
 from connectors.samples.federation import SCHOOL, Federation
 from connectors.samples.publisher import progress_record
 from gateway.demo import eck_id
@@ -22,31 +20,24 @@ from gateway.demo import eck_id
 PROJECT = ("gateway", "connectors", "trust")
 
 
-@pytest.fixture
-def saved_garbage() -> Iterator[list[object]]:
-    """Garbage the collector finds meanwhile, kept in `gc.garbage` instead of freed; no automatic collection."""
+@contextmanager
+def garbage_made_meanwhile() -> Iterator[list[object]]:
+    """The objects the cyclic collector finds unreachable among those made inside the block. No automatic
+    collection meanwhile, and every object alive before the block is held until it has been collected, so that what
+    an earlier test left running (a thread ending, a cache evicting) cannot drop its objects there."""
+    found: list[object] = []
     gc.collect()
     gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
+    existing = gc.get_objects()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # kept in gc.garbage instead of freed
     try:
-        yield gc.garbage
+        yield found
+        gc.collect()
+        found.extend(gc.garbage)
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
-
-
-@contextmanager
-def made_meanwhile(garbage: list[object]) -> Iterator[list[object]]:
-    """The garbage of objects made inside the block: every object alive before it is held until it has been
-    collected, so that what an earlier test left running (a thread ending, a cache evicting) cannot drop there."""
-    gc.collect()
-    garbage.clear()
-    existing = gc.get_objects()
-    try:
-        yield garbage
-        gc.collect()
-    finally:
         del existing
 
 
@@ -59,14 +50,14 @@ def where_made(thing: object) -> str:
 
 
 async def test_admitted_pushes_leave_no_reference_cycles_of_the_node_behind(
-    federation: Federation, saved_garbage: list[object]
+    federation: Federation,
 ) -> None:
     publisher = federation.client("publisher")
     token = await publisher.token(scope="progress", purpose="b")
     for n in range(5):  # warm: caches filled, connections open
         body = progress_record(record_id=str(uuid.uuid4()), eck_id=eck_id(n), school=SCHOOL)
         await publisher.call("PUT", f"/v1/progress/{body['id']}", token=token, json=body, headers={"Edu-Purpose": "b"})
-    with made_meanwhile(saved_garbage) as garbage:
+    with garbage_made_meanwhile() as garbage:
         for n in range(20):
             body = progress_record(record_id=str(uuid.uuid4()), eck_id=eck_id(n), school=SCHOOL)
             answer = await publisher.call(
@@ -78,14 +69,14 @@ async def test_admitted_pushes_leave_no_reference_cycles_of_the_node_behind(
 
 
 async def test_refused_exchanges_leave_no_reference_cycles_of_the_node_behind(
-    federation: Federation, saved_garbage: list[object]
+    federation: Federation,
 ) -> None:
     publisher = federation.client("publisher")
     token = await publisher.token(scope="progress", purpose="b")
     body = progress_record(record_id=str(uuid.uuid4()), eck_id=eck_id(1), school=SCHOOL)
     refused = {"Edu-Purpose": "zz"}  # not a purpose of the covenant: 403 at step purpose, after every earlier check
     await publisher.call("PUT", f"/v1/progress/{body['id']}", token=token, json=body, headers=refused)
-    with made_meanwhile(saved_garbage) as garbage:
+    with garbage_made_meanwhile() as garbage:
         for _ in range(20):
             answer = await publisher.call("PUT", f"/v1/progress/{body['id']}", token=token, json=body, headers=refused)
             assert answer.status == 403, answer.body
