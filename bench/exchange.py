@@ -5,9 +5,10 @@ All in one run on this machine, each server with one worker process (nginx's bes
 beside its SQLite log-writer process), the same load generator, the same requests (Progress API PUTs, one per
 connection, each about a student of its own; the gateway's with an access token fetched for each run). Prints
 successful requests/s, p50/p99 latency, each server's CPU per request (all its processes) and the load generator's
-own, the gateway/nginx throughput ratio, the gateway's peak RSS, and for the gateway's median round where its threads
-spent the time: on a CPU, runnable but waiting for one (the load generator and the upstream share the machine), or
-idle; and the event loop's ceiling, the ratio one core of its own would give at the CPU it spent per exchange.
+own, the gateway/nginx throughput ratio, the gateway's peak RSS, and for the gateway's and nginx's median rounds where
+their threads spent the time: on a CPU, runnable but waiting for one (the load generator and the upstream share the
+machine), or idle, and how busy the machine's cores were meanwhile; and the event loop's ceiling, the ratio one core
+of its own would give at the CPU it spent per exchange.
 
     .venv/bin/python bench/exchange.py [--seconds 10] [--connections 32] [--rounds 3]
 """
@@ -166,26 +167,45 @@ class ThreadTime:
     waiting: float
 
 
-def gateway_threads(pid: int, before: Threads, after: Threads) -> list[ThreadTime]:
-    """The gateway's threads that ran for more than a trifle between two readings: its worker's event loop (the
-    main thread), any other thread, and its log-writer process."""
+def server_threads(pid: int, before: Threads, after: Threads, names: tuple[str, str]) -> list[ThreadTime]:
+    """A server's threads that ran for more than a trifle between two readings, named after `names`: what the
+    process itself is, and what the processes under it are (the gateway: its worker's event loop and its log-writer
+    process; nginx: its master and its worker)."""
     found = []
     for key, (on_cpu, waiting) in after.items():
         if key not in before:
             continue
         process, thread = key
-        owner = "worker" if process == pid else "log writer"
-        if thread == process:  # a process's main thread
-            label = "worker (event loop)" if process == pid else "log writer process"
-        else:
-            label = f"{owner} thread {thread}"
+        owner = names[0] if process == pid else names[1]
+        label = owner if thread == process else f"{owner}, thread {thread}"  # a process's main thread, or another
         found.append(ThreadTime(label, (on_cpu - before[key][0]) / 1e9, (waiting - before[key][1]) / 1e9))
     return [t for t in found if t.on_cpu > 0.01]
 
 
-def schedule_rows(threads: list[ThreadTime], result: Result) -> list[str]:
+MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def machine_ticks() -> list[int]:
+    """The machine's CPU time so far, all cores, in the fields of MACHINE_FIELDS (`/proc/stat`)."""
+    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1 : 1 + len(MACHINE_FIELDS)]]
+
+
+def machine_use(before: list[int], after: list[int]) -> str:
+    """How the machine's cores spent a run: busy (user, system, interrupts), idle (with I/O wait), stolen by the
+    hypervisor. A server waiting for a core while a core idles is the scheduler's placement, not a full machine."""
+    spent = dict(zip(MACHINE_FIELDS, (b - a for a, b in zip(before, after, strict=True)), strict=True))
+    total = sum(spent.values()) or 1
+    busy = spent["user"] + spent["nice"] + spent["system"] + spent["irq"] + spent["softirq"]
+    return (
+        f"the machine's cores: busy {busy / total:.0%} (softirq {spent['softirq'] / total:.0%}),"
+        f" idle {(spent['idle'] + spent['iowait']) / total:.0%}, stolen {spent['steal'] / total:.0%}"
+    )
+
+
+def schedule_rows(runs: list[tuple[list[ThreadTime], Result]]) -> list[str]:
+    """A row per thread of each run: its CPU and its wait for a core per request, and its shares of the run."""
     rows = [f"{'thread':<34}{'CPU us/req':>12}{'wait us/req':>12}{'on a CPU':>10}{'waiting':>10}{'neither':>10}"]
-    for t in threads:
+    for t, result in ((t, result) for threads, result in runs for t in threads):
         on, wait = t.on_cpu / result.seconds, t.waiting / result.seconds
         rows.append(
             f"{t.label:<34}{t.on_cpu / result.requests * 1e6:>12.0f}{t.waiting / result.requests * 1e6:>12.0f}"
@@ -278,10 +298,14 @@ def row(name: str, result: Result) -> str:
     )
 
 
+GATEWAY_NAMES = ("worker (event loop)", "log writer process")
+NGINX_NAMES = ("nginx master", "nginx worker")
+
+
 def loop_ceiling(threads: list[ThreadTime], gateway: Result, nginx: Result) -> str:
     """What one core could give the gateway at the CPU its event loop spent per exchange, set against nginx's
     figure and the gateway's own: how much of the gap is the loop's work, and how much the machine's sharing."""
-    loop = next((t for t in threads if t.label == "worker (event loop)"), None)
+    loop = next((t for t in threads if t.label == GATEWAY_NAMES[0]), None)
     if loop is None or not gateway.requests or not loop.on_cpu:
         return ""
     ceiling = gateway.requests / loop.on_cpu  # exchanges per second of the loop's own CPU
@@ -351,7 +375,9 @@ def main() -> None:
 
         mtls = publisher_tls(ready)
         plain = progress_puts(None, args.connections)
-        schedules: dict[int, list[ThreadTime]] = {}  # per gateway result (by id): its threads' time
+        # per result (by id) of the gateway and of nginx: their threads' time, and the machine's
+        schedules: dict[int, list[ThreadTime]] = {}
+        machine: dict[int, str] = {}
 
         def with_token() -> list[bytes]:
             """The gateway's requests with a token fetched now: an access token lives at most 300 s, less than a
@@ -371,13 +397,15 @@ def main() -> None:
                 )
 
             load(1.0)
-            before, threads_before = tree_cpu_seconds(pid), thread_schedule(pid)
+            before, threads_before, ticks_before = tree_cpu_seconds(pid), thread_schedule(pid), machine_ticks()
             client_before = time.process_time()
             result = load(args.seconds)
             result.client_cpu = time.process_time() - client_before
             result.server_cpu = tree_cpu_seconds(pid) - before
-            if pid == node.pid:
-                schedules[id(result)] = gateway_threads(pid, threads_before, thread_schedule(pid))
+            machine[id(result)] = machine_use(ticks_before, machine_ticks())
+            names = {node.pid: GATEWAY_NAMES, nginx_pid: NGINX_NAMES}.get(pid)
+            if names:
+                schedules[id(result)] = server_threads(pid, threads_before, thread_schedule(pid), names)
             return result
 
         # (port, TLS context, the requests (made for each run), the server's process: its CPU counts with all its
@@ -447,14 +475,15 @@ def main() -> None:
         )
         if schedules.get(id(gateway)):
             print(
-                "\nthe gateway's threads in the round shown above (/proc/PID/task/TID/schedstat; waiting: runnable, but"
-                " every core was busy; neither: idle, waiting for input: the network, the log writer's answer, the next"
-                " batch):"
+                "\nthe gateway's and nginx's threads in the rounds shown above (/proc/PID/task/TID/schedstat; waiting:"
+                " runnable, but not on a core; neither: idle, waiting for input: the network, the log writer's answer,"
+                " the next batch):"
             )
-            print("\n".join(schedule_rows(schedules[id(gateway)], gateway)))
+            print("\n".join(schedule_rows([(schedules[id(gateway)], gateway), (schedules.get(id(nginx), []), nginx)])))
             ceiling = loop_ceiling(schedules[id(gateway)], gateway, nginx)
             if ceiling:
                 print(ceiling)
+            print(f"gateway's round: {machine[id(gateway)]}; nginx's round: {machine[id(nginx)]}")
     finally:
         stop(procs, timeout=10)
         shutil.rmtree(work, ignore_errors=True)
