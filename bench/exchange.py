@@ -375,9 +375,8 @@ def main() -> None:
 
         mtls = publisher_tls(ready)
         plain = progress_puts(None, args.connections)
-        # per result (by id) of the gateway and of nginx: their threads' time, and the machine's
-        schedules: dict[int, list[ThreadTime]] = {}
-        machine: dict[int, str] = {}
+        schedules: dict[int, list[ThreadTime]] = {}  # per result (by id) of the gateway and of nginx: threads' time
+        machine: dict[int, str] = {}  # per result (by id) of every target: how busy the machine's cores were
 
         def with_token() -> list[bytes]:
             """The gateway's requests with a token fetched now: an access token lives at most 300 s, less than a
