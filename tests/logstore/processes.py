@@ -10,7 +10,7 @@ def running(pid: int) -> bool:
     """True while `pid` runs; a zombie (ended, not yet reaped by whoever inherited it) has ended."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or reaped between the open and the read
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
