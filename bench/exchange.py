@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -96,6 +97,28 @@ http {{
 }}
 """)
     return conf
+
+
+def wait_ready(directory: Path, process: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
+    """The `ready.json` a node process (`connectors.samples.node_process`) writes into `directory` once it serves."""
+    deadline = time.time() + 60
+    while not (directory / "ready.json").exists():
+        if time.time() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.2)
+    ready: dict[str, Any] = json.loads((directory / "ready.json").read_text())  # the port a number, the rest text
+    return ready
+
+
+def start_nginx(work: Path, port: int, upstream_port: int, ready: dict[str, str],
+                procs: list[subprocess.Popen[bytes]]) -> int:
+    """nginx as the mTLS reverse proxy in front of the upstream, with the node's server certificate and CA (`ready`),
+    added to `procs` once it listens: its master's process id."""
+    (work / "nginx-body").mkdir()
+    conf = nginx_config(work, port, upstream_port, ready)
+    procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-e", str(work / "nginx-error.log")]))
+    wait_port(port)
+    return procs[-1].pid
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -349,17 +372,8 @@ def main() -> None:
             ]
         )
         procs.append(node)
-        deadline = time.time() + 60
-        while not (work / "fed" / "ready.json").exists():
-            if time.time() > deadline or node.poll() is not None:
-                raise RuntimeError("the gateway node did not start")
-            time.sleep(0.2)
-        ready = json.loads((work / "fed" / "ready.json").read_text())
-        (work / "nginx-body").mkdir()
-        nginx_conf = nginx_config(work, nginx_port, upstream_port, ready)
-        procs.append(subprocess.Popen(["nginx", "-c", str(nginx_conf), "-e", str(work / "nginx-error.log")]))
-        nginx_pid = procs[-1].pid
-        wait_port(nginx_port)
+        ready = wait_ready(work / "fed", node, "the gateway node")
+        nginx_pid = start_nginx(work, nginx_port, upstream_port, ready, procs)
 
         def floor_proxy(script: str) -> tuple[int, int]:
             """One of the bare mTLS proxies (bench/bare_proxy.py, bench/floor_proxy.py) in front of the upstream:

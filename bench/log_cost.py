@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -38,14 +37,15 @@ from exchange import (
     GATEWAY_NAMES,
     free_port,
     get_token,
-    nginx_config,
     progress_puts,
     publisher_tls,
     server_threads,
+    start_nginx,
     stop,
     thread_schedule,
     tree_cpu_seconds,
     wait_port,
+    wait_ready,
 )
 from loadgen import Result, run
 
@@ -92,17 +92,12 @@ def serve_node(mode: str, directory: Path, upstream: str) -> None:
     run_loop(node_process.main(directory, upstream))
 
 
-def start_node(mode: str, work: Path, upstream_port: int, procs: list[subprocess.Popen[bytes]]) -> dict[str, str]:
+def start_node(mode: str, work: Path, upstream_port: int, procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
     directory = work / mode
     script = [sys.executable, __file__, "--node", mode, str(directory), f"http://127.0.0.1:{upstream_port}"]
     procs.append(subprocess.Popen(script))
-    deadline = time.time() + 60
-    while not (directory / "ready.json").exists():
-        if time.time() > deadline or procs[-1].poll() is not None:
-            raise RuntimeError(f"the {mode} node did not start")
-        time.sleep(0.2)
-    ready: dict[str, str] = json.loads((directory / "ready.json").read_text())
-    ready["pid"] = str(procs[-1].pid)
+    ready = wait_ready(directory, procs[-1], f"the {mode} node")
+    ready["pid"] = procs[-1].pid
     return ready
 
 
@@ -126,12 +121,7 @@ def main() -> None:
         procs.append(subprocess.Popen([sys.executable, "-m", "connectors.samples.dashboard", str(upstream_port)]))
         wait_port(upstream_port)
         nodes = {mode: start_node(mode, work, upstream_port, procs) for mode in MODES}
-        ready = nodes["full"]
-        (work / "nginx-body").mkdir()
-        conf = nginx_config(work, nginx_port, upstream_port, ready)
-        procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-e", str(work / "nginx-error.log")]))
-        nginx_pid = procs[-1].pid
-        wait_port(nginx_port)
+        nginx_pid = start_nginx(work, nginx_port, upstream_port, nodes["full"], procs)
         # each node is a federation of its own, with its own CA; nginx serves with the first one's certificates
         contexts = {mode: publisher_tls(node) for mode, node in nodes.items()}
 
