@@ -110,6 +110,14 @@ def wait_ready(directory: Path, process: subprocess.Popen[bytes], what: str) -> 
     return ready
 
 
+def start_upstream(procs: list[subprocess.Popen[bytes]]) -> tuple[int, int]:
+    """The sample dashboard (the Progress API) on a free port, added to `procs` once it listens: its port and pid."""
+    port = free_port()
+    procs.append(subprocess.Popen([sys.executable, "-m", "connectors.samples.dashboard", str(port)]))
+    wait_port(port)
+    return port, procs[-1].pid
+
+
 def start_nginx(work: Path, port: int, upstream_port: int, ready: dict[str, str],
                 procs: list[subprocess.Popen[bytes]]) -> int:
     """nginx as the mTLS reverse proxy in front of the upstream, with the node's server certificate and CA (`ready`),
@@ -358,10 +366,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edugate-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        upstream_port, nginx_port = free_port(), free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "connectors.samples.dashboard", str(upstream_port)]))
-        upstream_pid = procs[-1].pid
-        wait_port(upstream_port)
+        upstream_port, upstream_pid = start_upstream(procs)
+        nginx_port = free_port()
         node = subprocess.Popen(
             [
                 sys.executable,

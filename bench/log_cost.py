@@ -41,10 +41,10 @@ from exchange import (
     publisher_tls,
     server_threads,
     start_nginx,
+    start_upstream,
     stop,
     thread_schedule,
     tree_cpu_seconds,
-    wait_port,
     wait_ready,
 )
 from loadgen import Result, run
@@ -117,9 +117,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edugate-log-cost-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        upstream_port, nginx_port = free_port(), free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "connectors.samples.dashboard", str(upstream_port)]))
-        wait_port(upstream_port)
+        upstream_port, _ = start_upstream(procs)
+        nginx_port = free_port()
         nodes = {mode: start_node(mode, work, upstream_port, procs) for mode in MODES}
         nginx_pid = start_nginx(work, nginx_port, upstream_port, nodes["full"], procs)
         # each node is a federation of its own, with its own CA; nginx serves with the first one's certificates
