@@ -54,6 +54,8 @@ MODES = {
     "full": "the log as it is",
     "journal": "writer journals, no database",
     "answer": "writer answers at once",
+    "apart": "database in a process apart",
+    "idle": "database apart, SCHED_IDLE",
     "none": "no log",
 }
 
@@ -77,7 +79,7 @@ def serve_node(mode: str, directory: Path, upstream: str) -> None:
     from connectors.samples import node_process
     from gateway.cli import configure_logging, run_loop
 
-    if mode in ("journal", "answer"):
+    if mode in ("journal", "answer", "apart", "idle"):
         os.environ["EDUGATE_BENCH_WRITER"] = mode  # the writer process inherits it
         sqlite_writer.__file__ = str(Path(__file__).with_name("diagnostic_writer.py"))  # the script the node starts
     elif mode == "none":
@@ -106,6 +108,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"the builds to measure, comma-separated; full always: {', '.join(MODES)}",
+    )
     parser.add_argument("--node", nargs=3, metavar=("MODE", "DIRECTORY", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.node:
@@ -113,13 +120,17 @@ def main() -> None:
         return
     if not shutil.which("nginx"):
         sys.exit("nginx is not installed: apt-get install nginx-light")
+    asked = {"full", *args.modes.split(",")}
+    if unknown := asked - MODES.keys():
+        sys.exit(f"unknown modes: {', '.join(sorted(unknown))} (known: {', '.join(MODES)})")
+    modes = {mode: name for mode, name in MODES.items() if mode in asked}
 
     work = Path(tempfile.mkdtemp(prefix="edugate-log-cost-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         upstream_port, _ = start_upstream(procs)
         nginx_port = free_port()
-        nodes = {mode: start_node(mode, work, upstream_port, procs) for mode in MODES}
+        nodes = {mode: start_node(mode, work, upstream_port, procs) for mode in modes}
         nginx_pid = start_nginx(work, nginx_port, upstream_port, nodes["full"], procs)
         # each node is a federation of its own, with its own CA; nginx serves with the first one's certificates
         contexts = {mode: publisher_tls(node) for mode, node in nodes.items()}
@@ -130,7 +141,7 @@ def main() -> None:
                 run("127.0.0.1", port, context, requests, connections=args.connections, seconds=seconds, warmup=0)
             )
 
-        rows: dict[str, list[Run]] = {"nginx": [], **{m: [] for m in MODES}}
+        rows: dict[str, list[Run]] = {"nginx": [], **{m: [] for m in modes}}
         for _ in range(args.rounds):
             requests = progress_puts(None, args.connections)
             load(nginx_port, "full", requests, 1.0)
@@ -172,7 +183,7 @@ def main() -> None:
         )
         full, nginx = median("full", Run.rps), median("nginx", Run.rps)
         print(f"{'nginx mTLS reverse proxy':<32}{nginx:>8.0f}{1.0:>8.2f}")
-        for mode, name in MODES.items():
+        for mode, name in modes.items():
             rps = median(mode, Run.rps)
             per_round = ", ".join(f"{r.rps() / f.rps():.2f}" for r, f in zip(rows[mode], rows["full"], strict=True))
             print(
