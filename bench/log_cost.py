@@ -79,17 +79,17 @@ def serve_node(mode: str, directory: Path, upstream: str) -> None:
     from connectors.samples import node_process
     from gateway.cli import configure_logging, run_loop
 
-    if mode in ("journal", "answer", "apart", "idle"):
-        os.environ["EDUGATE_BENCH_WRITER"] = mode  # the writer process inherits it
-        sqlite_writer.__file__ = str(Path(__file__).with_name("diagnostic_writer.py"))  # the script the node starts
-    elif mode == "none":
+    if mode not in MODES:
+        sys.exit(f"unknown mode {mode!r}")
+    if mode == "none":
 
         async def append(self: base.GroupCommitLog, record: object) -> int:
             return 0
 
         base.GroupCommitLog.append = append  # type: ignore[method-assign]
-    elif mode != "full":
-        sys.exit(f"unknown mode {mode!r}")
+    elif mode != "full":  # every other mode is one of bench/diagnostic_writer.py's, which checks it again
+        os.environ["EDUGATE_BENCH_WRITER"] = mode  # the writer process inherits it
+        sqlite_writer.__file__ = str(Path(__file__).with_name("diagnostic_writer.py"))  # the script the node starts
     configure_logging("error")
     run_loop(node_process.main(directory, upstream))
 
