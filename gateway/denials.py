@@ -86,6 +86,21 @@ class PayloadTooLarge(Denial):
     http_status = 413
 
 
+class AmbiguousRequest(Denial):
+    """0099: a request head or body that does not say one thing: a singleton field repeated, no Host on HTTP/1.1,
+    a body cut off before its declared end."""
+
+    http_status = 400
+    edu_status = "0099"
+
+
+class ExpectationFailed(Denial):
+    """0099: an `Expect` other than 100-continue, which is all this node meets (RFC 9110 §10.1.1)."""
+
+    http_status = 417
+    edu_status = "0099"
+
+
 class HeadersTooLarge(Denial):
     http_status = 431
 

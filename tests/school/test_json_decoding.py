@@ -1,5 +1,7 @@
-"""The checks decode request bodies with msgspec where that gives exactly what json.loads gives (the definition):
-the same value, of the same types, or the same error. Checked over generated JSON texts and arbitrary bytes."""
+"""The checks decode request bodies as RFC 8259 JSON, defined as json.loads of the UTF-8 text held to that (no NaN or
+Infinity, numbers in range, no unpaired surrogates), every failure a 0011 and never a crash. They use msgspec where
+that gives exactly what the definition gives: the same value, of the same types, or the same error. Checked over
+generated JSON texts and arbitrary bytes."""
 
 from __future__ import annotations
 
@@ -15,15 +17,54 @@ from gateway.checks.payload import parse_json
 from gateway.denials import SchemaIncorrect
 
 
+class NotJson(ValueError):
+    pass
+
+
+def finite(text: str) -> float:
+    if math.isinf(value := float(text)):
+        raise NotJson("a number is out of range")
+    return value
+
+
+def no_constant(name: str) -> Any:
+    raise NotJson(f"{name} is not a JSON value")
+
+
+def strings(value: Any) -> list[str]:
+    """Every string and key in `value`, without recursion."""
+    found, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend([*item, *item.values()])
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
 def defined(body: bytes, *, what: str, step: str) -> Any:
-    """parse_json as it is defined: json.loads, and its errors as 0011."""
+    """parse_json as it is defined: json.loads of the UTF-8 text held to RFC 8259, every failure 0011."""
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SchemaIncorrect(f"the {what} is not UTF-8 JSON", step=step) from exc
+    try:
+        value = json.loads(text, parse_float=finite, parse_constant=no_constant)
     except json.JSONDecodeError as exc:
         raise SchemaIncorrect(f"the {what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                               step=step) from exc
+    except NotJson as exc:
+        raise SchemaIncorrect(f"the {what} is not valid JSON: {exc}", step=step) from exc
+    except RecursionError as exc:
+        raise SchemaIncorrect(f"the {what} nests deeper than this node reads", step=step) from exc
+    except ValueError as exc:
+        raise SchemaIncorrect(f"the {what} holds a number with more digits than this node reads", step=step) from exc
+    if any(0xD800 <= ord(c) <= 0xDFFF for s in strings(value) for c in s):
+        raise SchemaIncorrect(f"the {what} is not valid JSON: a string holds an unpaired surrogate", step=step)
+    return value
 
 
 def typed(value: Any) -> list[Any]:
@@ -114,3 +155,25 @@ def test_deep_nesting_fails_or_passes_as_with_json_loads(depth: int) -> None:
     arrays, objects, both = b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth, b'[{"a":' * depth
     for body in (arrays, objects, both + b"}]" * depth):
         assert outcome(parse_json, body) == outcome(defined, body)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[NaN]", "is not valid JSON: NaN is not a JSON value"),
+        (b'{"a": -Infinity}', "is not valid JSON: -Infinity is not a JSON value"),
+        (b"[1e400]", "is not valid JSON: a number is out of range"),
+        (b'{"a": "\\ud800"}', "is not valid JSON: a string holds an unpaired surrogate"),
+        (b'{"\\udc00": 1}', "is not valid JSON: a string holds an unpaired surrogate"),
+        (b'"\xed\xa0\x80"', "is not UTF-8 JSON"),
+        ('{"a": 1}'.encode("utf-16"), "is not UTF-8 JSON"),
+        (b"[" + b"9" * 5000 + b"]", "holds a number with more digits than this node reads"),
+        (b"[" * 100_000 + b"]" * 100_000, "nests deeper than this node reads"),
+    ],
+)
+def test_what_json_loads_takes_but_rfc_8259_does_not_and_what_no_interpreter_holds_is_a_0011(
+    body: bytes, message: str
+) -> None:
+    with pytest.raises(SchemaIncorrect) as refused:
+        parse_json(body, what="request body", step="attributes")
+    assert refused.value.message == f"the request body {message}" and refused.value.edu_status == "0011"
