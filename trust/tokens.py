@@ -90,6 +90,8 @@ def _header(token: str, error: str) -> dict[str, Any]:
         raise TokenRejected("no token", error)
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenRejected(f"token longer than {MAX_TOKEN_BYTES} bytes", error)
+    if not token.isascii():  # a compact JWS is base64url and dots; pyjwt would fail to encode other text
+        raise TokenRejected("malformed JWT: not ASCII (a JWT is base64url parts separated by dots)", error)
     # Read the header ourselves (pyjwt would refuse a `crit` before we could say so); pyjwt parses it again
     # when it checks the signature.
     parts = token.split(".")

@@ -287,6 +287,16 @@ def test_malformed_tokens_are_refused(garbage: str) -> None:
         _issuer().verify(garbage, now=1_800_000_001)
 
 
+@pytest.mark.parametrize("where", [0, 1, 2])
+@pytest.mark.parametrize("character", ["\u00e9", "\udcff"])  # the second: a raw 0xff byte as the server decodes it
+def test_a_token_with_text_outside_ascii_is_refused_as_malformed(where: int, character: str) -> None:
+    issuer = _issuer()
+    parts = _issue(issuer).split(".")
+    parts[where] = parts[where][:5] + character + parts[where][5:]
+    with pytest.raises(TokenRejected, match="malformed JWT: not ASCII"):
+        issuer.verify(".".join(parts), now=1_800_000_001)
+
+
 # --- client assertions ----------------------------------------------------------------------------------------
 
 
