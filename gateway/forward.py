@@ -59,8 +59,9 @@ OnComplete = Callable[[int, int], Awaitable[None]]
 SMALL_ANSWER = 64 * 1024  # answers up to this size (with a Content-Length) are sent whole; larger ones stream
 
 
-# Never passed upstream: the upstream client states the length of what it sends itself.
-_NOT_UPSTREAM = HOP_BY_HOP | CLIENT_ONLY | {"content-length"}
+# Never passed upstream: the upstream client states the length of what it sends itself, and the node has met the
+# client's 100-continue itself (the body it forwards is already on its way).
+_NOT_UPSTREAM = HOP_BY_HOP | CLIENT_ONLY | {"content-length", "expect"}
 # Never passed back: the length (the node states it), encodings and cookies, and an upstream's own exchange id.
 _NOT_DOWNSTREAM = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie", EXCHANGE_ID.lower()}
 _NONE: frozenset[str] = frozenset()

@@ -370,6 +370,8 @@ class ExchangeProtocol(asyncio.Protocol):
         raw_path = self._url.decode("utf-8", "surrogateescape")
         if len(self._url) > self._server.max_line_size:
             raise _RefusedHead(f"the request-target is longer than {self._server.max_line_size} bytes")
+        if parser.get_http_version() not in ("1.0", "1.1"):  # llhttp takes a request line without one as HTTP/0.9
+            raise _RefusedHead(f"HTTP/{parser.get_http_version()} is not served here, only HTTP/1.1 and 1.0")
         raw_headers = tuple(self._raw_headers)
         if self._bridge is not None or not self._server.serves_here(raw_path):
             self._to_aiohttp(method, raw_headers)

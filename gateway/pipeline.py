@@ -17,6 +17,7 @@ from connectors.logstore.record import ExchangeRecord
 from gateway.checks.activation import activation
 from gateway.checks.attributes import attributes
 from gateway.checks.certificate import client_certificate, participant_admitted
+from gateway.checks.head import request_head
 from gateway.checks.keurmerk import keurmerk, scope
 from gateway.checks.limits import request_limits
 from gateway.checks.payload import reference_values
@@ -37,6 +38,7 @@ Check = Callable[["Node", Exchange], Awaitable[None] | None]
 
 INBOUND: tuple[Check, ...] = (
     request_limits,  # header and declared body size, before any work
+    request_head,  # singleton fields once, a Host, no expectation but 100-continue
     register_fresh,  # fail closed on a stale or missing register
     client_certificate,  # chains to a CA in the register; key usage; validity; OIN
     participant_admitted,  # OIN active in the register, certificate registered to it
