@@ -15,12 +15,19 @@ from aiohttp.web_request import BaseRequest
 from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
 from gateway.activation.api import add_consent_routes
-from gateway.denials import NODE_FAILED, UNPARSEABLE, NodeFailed, SchemaIncorrect, with_detail
+from gateway.denials import (
+    NODE_FAILED,
+    UNPARSEABLE,
+    NodeFailed,
+    NotFound,
+    SchemaIncorrect,
+    with_detail,
+)
 from gateway.exchange import new_exchange_id
 from gateway.http1 import Answer, ExchangeServer, ExchangeSite, Request, node_paths_of
 from gateway.log_api import add_log_routes
 from gateway.node import Node
-from gateway.pipeline import handle_exchange
+from gateway.pipeline import error_response, handle_exchange
 from gateway.portal import add_portal_routes
 from gateway.tls import HandshakeFailure, server_context, trust_cas
 from gateway.token_endpoint import TOKEN_PATH, token
@@ -30,7 +37,7 @@ log = structlog.get_logger("edugate.app")
 
 
 def create_app(node: Node) -> web.Application:
-    app = web.Application(client_max_size=node.config.limits.max_body_bytes)
+    app = web.Application(client_max_size=node.config.limits.max_body_bytes, middlewares=[_unrouted(node)])
     app[NODE] = node
 
     async def token_handler(request: web.Request) -> web.StreamResponse:
@@ -70,6 +77,22 @@ def create_app(node: Node) -> web.Application:
     add_log_routes(app, node)
     app.router.add_route("*", "/{tail:.*}", exchange_handler)
     return app
+
+
+def _unrouted(node: Node) -> Any:
+    """aiohttp's own 404, for a target no route takes (`OPTIONS *`: the catch-all takes every path and method), in
+    the Edu-V format and logged like any refusal. Everything a route takes passes untouched."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not isinstance(getattr(request.match_info, "http_exception", None), web.HTTPException):
+            response: web.StreamResponse = await handler(request)
+            return response
+        denial = NotFound("nothing is served at this request-target", step="route")
+        _log_outside_pipeline(node, step=denial.step, reason=denial.message)
+        return error_response(denial)
+
+    return middleware
 
 
 def add_health_routes(app: web.Application, node: Node) -> None:
@@ -128,12 +151,16 @@ def _edu_v_request_handler(node: Node) -> type[RequestHandler]:
         def handle_error(
             self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
         ) -> web.StreamResponse:
-            super().handle_error(request, status, exc, message)  # aiohttp's own logging and checks
             reason = UNPARSEABLE if status == 400 else NODE_FAILED
             if status < 500:
                 reason = with_detail(reason, message)
             denial = SchemaIncorrect(reason, step="http") if status == 400 else NodeFailed(reason, step="http")
             _log_outside_pipeline(node, step=denial.step, reason=denial.message)
+            if status >= 500:
+                super().handle_error(request, status, exc, message)  # aiohttp's own traceback and checks
+            elif request.writer.output_size > 0:  # aiohttp's check: too late for an answer
+                raise ConnectionError("a response is sent already, cannot send another with the error message")
+            # (a client's unparseable request is its own doing: logged above as a denial, with no traceback)
             response = web.json_response(denial.body(), status=status, headers={"Cache-Control": "no-store"})
             response.force_close()
             return response
