@@ -42,9 +42,10 @@ class Routes:
             if route.spec.method == method:
                 return route, found.groupdict()
             allowed.append(route.spec.method)
+        # The messages never quote the path: it goes into the log, and a path may hold a student's identifier.
         if allowed:
-            raise MethodNotAllowed(f"{method} is not offered on {path}; use {', '.join(allowed)}", step="route")
-        raise NotFound(f"no data service is offered at {path}", step="route")
+            raise MethodNotAllowed(f"{method} is not offered on this path; use {', '.join(allowed)}", step="route")
+        raise NotFound("no data service is offered at this path", step="route")
 
 
 def route(node: Node, x: Exchange) -> None:
