@@ -43,7 +43,7 @@ async def put_progress(request: web.Request) -> web.Response:
         return _edu("0011", "body is not JSON", 400)
     if not isinstance(body, dict) or body.get("id") != request.match_info["id"]:
         return _edu("0011", "id in the path and the body differ", 400)
-    if body.get("status") not in STATUSES:
+    if not isinstance(body.get("status"), str) or body["status"] not in STATUSES:
         return _edu("0011", f"status must be one of {sorted(STATUSES)}", 400)
     created = body["id"] not in received.progress
     received.progress[body["id"]] = body
@@ -75,9 +75,14 @@ async def get_usage(request: web.Request) -> web.Response:
             "internalNote": "never leaves the dashboard",
         }
         for r in received.progress.values()
-        if r.get("school", {}).get("organisationMasterIdentifier") == school
+        if _school_of(r) == school and isinstance(r.get("student"), dict)
     ]
     return web.json_response({"school": school, "records": records}, headers={"API-Version": API_VERSION})
+
+
+def _school_of(record: dict[str, Any]) -> object:
+    school = record.get("school")
+    return school.get("organisationMasterIdentifier") if isinstance(school, dict) else None
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -90,8 +95,23 @@ async def received_exchange_ids(request: web.Request) -> web.Response:
     return web.json_response(ids)
 
 
+@web.middleware
+async def _edu_v_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's own refusals (no route, another method) in the Edu-V format, as the API's own are."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        answer = _edu("0099", exc.reason, exc.status)
+        if "Allow" in exc.headers:
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
+
+
 def create_dashboard() -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_edu_v_errors])
     app[RECEIVED] = Received()
     app.router.add_put("/v1/progress/{id}", put_progress)
     app.router.add_post("/v1/results", post_results)
