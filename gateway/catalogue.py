@@ -7,7 +7,6 @@ school and student references, purposes and attribute restrictions.
 from __future__ import annotations
 
 import re
-import tomllib
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -164,14 +163,9 @@ class CatalogueError(ValueError):
 
 
 def load_catalogue(path: Path) -> Catalogue:
-    from gateway.config import format_validation_error  # one formatter for every config file
+    from gateway.config import format_validation_error, read_toml  # one reader and formatter for every config file
 
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise CatalogueError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogueError(f"{path}: not valid TOML: {exc}") from exc
+    raw = read_toml(path, CatalogueError)
     try:
         return Catalogue.model_validate(raw)
     except ValueError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -16,6 +16,24 @@ SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used. The message names the file, the key and the problem."""
+
+
+def read_toml(path: Path, error: type[ValueError]) -> dict[str, Any]:
+    """A TOML file's top-level table, or `error` whose message names the file and the problem: unreadable, not
+    UTF-8 (which TOML requires; the line of the first bad byte), or not TOML."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(f"{path}: line {line}: not UTF-8 (a TOML file is UTF-8)") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from exc
 
 
 def format_validation_error(path: Path, exc: Exception) -> str:
@@ -206,12 +224,7 @@ class NodeConfig(_Section):
 
 def load_config(path: Path) -> NodeConfig:
     """Load and validate a node configuration. Relative paths are taken from the file's own folder."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    raw = read_toml(path, ConfigError)
     try:
         config = NodeConfig.model_validate(raw)
     except ValidationError as exc:

@@ -6,7 +6,6 @@ each exchange declares one of the token's purposes (`Edu-Purpose` header, checke
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -66,14 +65,9 @@ class PurposeRefused(ValueError):
 
 
 def load_purposes(path: Path) -> Purposes:
-    from gateway.config import format_validation_error
+    from gateway.config import format_validation_error, read_toml
 
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise PurposesError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise PurposesError(f"{path}: not valid TOML: {exc}") from exc
+    raw = read_toml(path, PurposesError)
     try:
         parsed = _PurposesFile.model_validate(raw)
         purposes = [p.model_copy(update={"code": code}) for code, p in parsed.purposes.items()]
