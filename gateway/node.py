@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as redis_asyncio
 import structlog
@@ -36,6 +38,7 @@ from trust.tokens import AccessTokenIssuer, ClientAssertionVerifier
 if TYPE_CHECKING:
     from gateway.exchange import Exchange
 
+T = TypeVar("T")
 log = structlog.get_logger("edugate.node")
 
 ResponseFilter = Callable[["Node", "Exchange", bytes], Awaitable[bytes]]
@@ -116,6 +119,21 @@ async def start_node(config: NodeConfig, *, clock: Callable[[], datetime] = _utc
         raise ConfigError(f"a key or certificate named in the configuration is unusable: {exc}") from exc
 
 
+def _usable(key: str, path: Path, load: Callable[[Path], T]) -> T:
+    """`load(path)`, or ConfigError naming the configuration `key`, the file and the problem."""
+    try:
+        return load(path)
+    except OSError as exc:  # ssl.SSLError too
+        raise ConfigError(f"{key} = {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{key} = {path}: cannot be used: {exc}") from exc
+
+
+def _client_pair(certificate: Path, key: Path) -> None:
+    """The client certificate and key load and belong together (checked at start, not at the first call)."""
+    ssl.create_default_context().load_cert_chain(certificate, key)
+
+
 async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node:
     catalogue = load_catalogue(config.catalogue)
     unknown = sorted(set(config.upstreams) - set(catalogue.services))
@@ -132,6 +150,9 @@ async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node
 
     registers = RegisterHolder(max_staleness=config.registry.max_staleness)
     tls = config.tls
+    if tls.client_certificate is not None or tls.client_key is not None:
+        certificate, key = tls.client_certificate or tls.certificate, tls.client_key or tls.key
+        _usable(f"[tls] client_certificate = {certificate}, client_key", key, lambda k: _client_pair(certificate, k))
     register_ssl = (
         client_context(
             cafile=config.registry.ca_bundle,
@@ -144,7 +165,9 @@ async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node
     source = RegisterSource(
         registers,
         source=config.registry.source,
-        operator_key=load_public_key(config.registry.operator_key.read_bytes()),
+        operator_key=_usable(
+            "[register] operator_key", config.registry.operator_key, lambda path: load_public_key(path.read_bytes())
+        ),
         poll_interval=config.registry.poll_interval,
         feed=config.registry.feed,
         ssl=register_ssl,
@@ -152,7 +175,8 @@ async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node
         redis_prefix=prefix,
     )
 
-    signing_key = load_or_create_key(config.token.signing_key or state / "token-signing.key")
+    signing_key = _usable("[token] signing_key", config.token.signing_key or state / "token-signing.key",
+                          load_or_create_key)
     tokens = AccessTokenIssuer(
         issuer=config.node.public_url,
         audience=config.node.public_url,

@@ -140,3 +140,53 @@ async def test_a_second_node_on_a_log_file_another_node_writes_stops_with_the_lo
     assert federation.node is not None
     with pytest.raises(ConfigError, match=r"log: the exchange log cannot be opened for writing: .*exchanges\.sqlite"):
         await start_node(federation.node.config)
+
+
+@pytest.mark.parametrize("name", ["node.toml", "catalogue.toml", "purposes.toml"])
+def test_a_file_that_is_not_utf_8_is_refused_with_its_name_and_line(tmp_path: Path, name: str):
+    from gateway.catalogue import load_catalogue
+    from gateway.purposes import PurposesError, load_purposes
+
+    load = {"node.toml": load_config, "catalogue.toml": load_catalogue, "purposes.toml": load_purposes}[name]
+    error = {"node.toml": ConfigError, "catalogue.toml": CatalogueError, "purposes.toml": PurposesError}[name]
+    path = tmp_path / name
+    path.write_bytes(b'# a comment\nname = "caf\xe9"\n')  # Latin-1, as an editor on another system may save it
+    with pytest.raises(error, match=rf"{name}: line 2: not UTF-8 \(a TOML file is UTF-8\)"):
+        load(path)
+
+
+async def test_an_unusable_operator_key_stops_the_node_naming_the_key_and_file(tmp_path: Path):
+    from gateway.node import start_node
+
+    (tmp_path / "operator.pem").write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+    config = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(ConfigError, match=r"\[register\] operator_key = .*operator\.pem: cannot be used: "):
+        await start_node(config)
+
+
+async def test_a_client_certificate_that_does_not_load_stops_the_node_at_start_not_at_its_first_use(tmp_path: Path):
+    from gateway.node import start_node
+
+    (tmp_path / "client.pem").write_bytes(b"garbage")
+    (tmp_path / "client.key").write_bytes(b"garbage")
+    pair = 'client_certificate = "client.pem"\nclient_key = "client.key"'
+    text = MINIMAL.replace('key = "server.key"', f'key = "server.key"\n{pair}')
+    config = load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"\[tls\] client_certificate = .*client\.pem, client_key = .*client\.key: "):
+        await start_node(config)
+
+
+async def test_an_unusable_token_signing_key_stops_the_node_naming_the_key_and_file(tmp_path: Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from gateway.node import start_node
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "operator.pem").write_bytes(
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (tmp_path / "signing.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    config = load_config(write(tmp_path, MINIMAL + '\n[token]\nsigning_key = "signing.key"\n'))
+    with pytest.raises(ConfigError, match=r"\[token\] signing_key = .*signing\.key: cannot be used: "):
+        await start_node(config)
