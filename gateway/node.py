@@ -129,9 +129,13 @@ def _usable(key: str, path: Path, load: Callable[[Path], T]) -> T:
         raise ConfigError(f"{key} = {path}: cannot be used: {exc}") from exc
 
 
-def _client_pair(certificate: Path, key: Path) -> None:
+def _check_client_pair(certificate: Path, key: Path) -> None:
     """The client certificate and key load and belong together (checked at start, not at the first call)."""
-    ssl.create_default_context().load_cert_chain(certificate, key)
+    try:
+        ssl.create_default_context().load_cert_chain(certificate, key)
+    except OSError as exc:  # ssl.SSLError too
+        problem = exc.strerror or exc
+        raise ConfigError(f"[tls] client_certificate = {certificate}, client_key = {key}: {problem}") from exc
 
 
 async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node:
@@ -151,8 +155,7 @@ async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node
     registers = RegisterHolder(max_staleness=config.registry.max_staleness)
     tls = config.tls
     if tls.client_certificate is not None or tls.client_key is not None:
-        certificate, key = tls.client_certificate or tls.certificate, tls.client_key or tls.key
-        _usable(f"[tls] client_certificate = {certificate}, client_key", key, lambda k: _client_pair(certificate, k))
+        _check_client_pair(tls.client_certificate or tls.certificate, tls.client_key or tls.key)
     register_ssl = (
         client_context(
             cafile=config.registry.ca_bundle,
