@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,7 @@ from gateway.forward import CLIENT_ONLY, CLIENT_ONLY_PREFIXES, EXCHANGE_ID, HOP_
 from gateway.tls import client_context
 from trust.oin import InvalidOin, parse_oin
 from trust.register import Participant
-from trust.tokens import make_client_assertion
+from trust.tokens import MAX_ACCESS_TOKEN_LIFETIME, make_client_assertion
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
 
 RECEIVER_HEADER = "Edu-Receiver"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_TOKEN_ANSWER = 64 * 1024  # a token answer is a few hundred bytes; more is not read
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1: what may follow "Bearer " in our request
 
 log = structlog.get_logger("edugate.outbound")
 
@@ -291,7 +294,7 @@ class Sender:
             session = await self._client(x)
             try:
                 async with session.post(endpoint, data=form, allow_redirects=False) as answer:
-                    raw = await answer.read()
+                    raw = await read_within(answer.content, MAX_TOKEN_ANSWER)
                     status = answer.status
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"receiver {receiver.oin}'s token endpoint did not answer", step="token") from exc
@@ -299,19 +302,9 @@ class Sender:
                 raise UpstreamUnavailable(
                     f"receiver {receiver.oin}'s token endpoint cannot be reached: {type(exc).__name__}", step="token"
                 ) from exc
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = {}
-            if status != 200 or not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-                error = body.get("error", "no error code") if isinstance(body, dict) else "no error code"
-                description = body.get("error_description", "") if isinstance(body, dict) else ""
-                raise Forbidden(
-                    f"receiver {receiver.oin} refused an access token ({status} {error}): {description}", step="token"
-                )
-            lifetime = float(body.get("expires_in", 60))
-            self._tokens[key] = _Token(body["access_token"], time.monotonic() + lifetime - self.section.token_margin)
-            return str(body["access_token"])
+            token, lifetime = _issued_token(receiver.oin, status, raw)
+            self._tokens[key] = _Token(token, time.monotonic() + lifetime - self.section.token_margin)
+            return token
 
     # -- forwarding --------------------------------------------------------------------------------------------------
 
@@ -401,6 +394,42 @@ class Sender:
                 # Nothing leaves unlogged.
                 raise LogUnavailable("the exchange could not be logged, so it was not sent", step="log") from exc
             log.error("outbound record not logged", exchange_id=x.id)
+
+
+def _issued_token(receiver: str, status: int, raw: bytes | None) -> tuple[str, float]:
+    """The access token and the seconds it may be cached, from a receiver's token endpoint answer. A refusal is 403;
+    an answer that is no token answer at all (too large, not JSON, a token that cannot go in a header, a lifetime
+    that is no positive number) is the receiver's fault: 502, with what was wrong."""
+    if raw is None:
+        raise UpstreamUnavailable(
+            f"receiver {receiver}'s token endpoint answered more than {MAX_TOKEN_ANSWER} bytes", step="token"
+        )
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        if status == 200:
+            raise UpstreamUnavailable(f"receiver {receiver}'s token endpoint answered no JSON object", step="token")
+        body = {}
+    token = body.get("access_token")
+    if status != 200 or not isinstance(token, str):
+        # The receiver's words go into the log and the answer: cut to a length that carries an OAuth error.
+        error, description = str(body.get("error", "no error code"))[:80], str(body.get("error_description", ""))[:200]
+        raise Forbidden(f"receiver {receiver} refused an access token ({status} {error}): {description}", step="token")
+    if len(token) > MAX_TOKEN_ANSWER or not _B64TOKEN.fullmatch(token):
+        raise UpstreamUnavailable(
+            f"receiver {receiver}'s token endpoint answered an access_token that is not a bearer token (RFC 6750)",
+            step="token",
+        )
+    lifetime = body.get("expires_in", 60)
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or not 0 < lifetime < float("inf"):
+        raise UpstreamUnavailable(
+            f"receiver {receiver}'s token endpoint answered expires_in {lifetime!r}, not a positive number of seconds",
+            step="token",
+        )
+    # Kept no longer than a token of this federation may live, whatever the receiver says.
+    return token, float(min(lifetime, MAX_ACCESS_TOKEN_LIFETIME))
 
 
 def _load_key(pem: bytes) -> PrivateKeyTypes:

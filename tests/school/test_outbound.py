@@ -4,6 +4,8 @@ activation it holds before anything leaves, obtains and caches the receiver's to
 from __future__ import annotations
 
 import json
+import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from connectors.samples.federation import OTHER_SCHOOL, SCHOOL, SINCE, Federation
 from connectors.samples.publisher import progress_record
@@ -21,6 +24,7 @@ from gateway.config import load_config
 from gateway.demo import eck_id
 from gateway.node import Node, start_node
 from gateway.outbound import OutboundServed, serve_outbound
+from trust.pki import issue_server
 from trust.register import Endpoints
 
 
@@ -217,3 +221,94 @@ async def test_a_token_the_receiver_no_longer_accepts_is_replaced_once(sending: 
     assert (await sending.send(body))[0] == 201
     assert body["id"] in sending.receiving.received.progress
     assert next(iter(sending.served.sender._tokens.values())).value != "no-longer-valid"
+
+
+class TokenEndpointStandIn:
+    """Stands where the receiver's token endpoint is registered, over TLS from the federation's CA, and answers
+    every token request with `status` and `body` as the test sets them."""
+
+    def __init__(self) -> None:
+        self.status, self.body = 200, b""
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self, fed: Federation, directory: Path) -> None:
+        cert, key = issue_server(fed.ca).write(directory, "stand-in")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        app = web.Application()
+        app.router.add_post("/oauth2/token", self._token)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.2)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        self.url = f"https://localhost:{site._server.sockets[0].getsockname()[1]}/oauth2/token"  # type: ignore[union-attr]
+
+    async def _token(self, request: web.Request) -> web.Response:
+        return web.Response(status=self.status, body=self.body, content_type="application/json")
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@asynccontextmanager
+async def sending_to_stand_in(tmp_path: Path) -> AsyncIterator[tuple[Sending, TokenEndpointStandIn]]:
+    """A sending node whose receiver's registered token endpoint is the stand-in (its API is the real one)."""
+    async with sending_through(tmp_path) as sending:
+        stand_in = TokenEndpointStandIn()
+        await stand_in.start(sending.receiving, tmp_path)
+        fed = sending.receiving
+        endpoints = Endpoints(token=stand_in.url, api=fed.base_url)
+        await fed.apply(fed.participants_with("dashboard", endpoints=endpoints))
+        await sending.node.register_source.refresh()
+        try:
+            yield sending, stand_in
+        finally:
+            await stand_in.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (b'{"access_token": "' + b"a" * 70_000 + b'"}', "answered more than 65536 bytes"),
+        (b"<html>token service down</html>", "answered no JSON object"),
+        (b'["abc"]', "answered no JSON object"),
+        (b'{"access_token": "abc\\r\\nX-Injected: 1", "expires_in": 60}', "not a bearer token"),
+        (b'{"access_token": "two words", "expires_in": 60}', "not a bearer token"),
+        (b'{"access_token": "abc", "expires_in": "soon"}', "expires_in 'soon'"),
+        (b'{"access_token": "abc", "expires_in": -5}', "expires_in -5"),
+        (b'{"access_token": "abc", "expires_in": true}', "expires_in True"),
+        (b'{"access_token": "abc", "expires_in": 1e999}', "expires_in inf"),
+    ],
+)
+async def test_a_token_answer_that_is_no_token_answer_is_a_502_naming_the_fault_and_nothing_is_sent(
+    tmp_path: Path, answer: bytes, said: str
+) -> None:
+    async with sending_to_stand_in(tmp_path) as (sending, stand_in):
+        stand_in.body = answer
+        body = record()
+        status, refused, headers = await sending.send(body)
+        assert status == 502 and said in refused["statusMessage"], refused
+        assert body["id"] not in sending.receiving.received.progress
+        assert not sending.served.sender._tokens  # nothing cached from it
+        logged = await outbound_records(sending, headers["Edu-Exchange-Id"])
+        assert [(r.decision, r.step) for r in logged] == [("denied", "token")]
+
+
+async def test_a_refusal_from_the_receiver_is_quoted_only_in_part(tmp_path: Path) -> None:
+    async with sending_to_stand_in(tmp_path) as (sending, stand_in):
+        stand_in.status = 400
+        stand_in.body = json.dumps({"error": "invalid_client", "error_description": "x" * 5000}).encode()
+        status, refused, _ = await sending.send(record())
+        assert status == 403 and "(400 invalid_client)" in refused["statusMessage"]
+        assert "x" * 200 in refused["statusMessage"] and "x" * 201 not in refused["statusMessage"]
+
+
+async def test_a_token_is_kept_no_longer_than_a_token_of_the_federation_may_live(tmp_path: Path) -> None:
+    async with sending_to_stand_in(tmp_path) as (sending, stand_in):
+        stand_in.body = b'{"access_token": "from-the-stand-in", "token_type": "Bearer", "expires_in": 86400}'
+        await sending.send(record())  # the real receiver refuses the stand-in's token; what matters is the cache
+        (cached,) = sending.served.sender._tokens.values()
+        assert cached.value == "from-the-stand-in"
+        assert cached.renew_at - time.monotonic() <= 300
