@@ -39,7 +39,7 @@ log = structlog.get_logger("edugate.register_source")
 
 SNAPSHOT_PATH = "/v1/register/snapshot"
 FEED_PATH = "/v1/register/feed"
-MAX_EVENT = 64 * 1024 * 1024  # a feed event larger than this is not a register: drop the connection
+MAX_EVENT = 64 * 1024 * 1024  # a snapshot or feed event larger than this is not a register: refused unread
 
 # Store and publish in one step, and only when newer than what Redis holds: a slow node cannot roll Redis back.
 _STORE_AND_PUBLISH = """
@@ -82,19 +82,33 @@ class _Event:
     event: str = "message"
     data: list[str] = field(default_factory=list)
     id: str | None = None
+    size: int = 0  # the bytes of its lines so far
 
 
-async def server_sent_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str, str | None]]:
-    """(event, data, id) from a text/event-stream, without a line-length limit below MAX_EVENT."""
-    buffer = b""
+async def server_sent_events(
+    response: aiohttp.ClientResponse, max_event: int = MAX_EVENT
+) -> AsyncIterator[tuple[str, str, str | None]]:
+    """(event, data, id) from a text/event-stream. No line-length limit below `max_event`, but an event whose lines
+    add up to more than that (one long line, or many short ones) ends the stream with a ValueError."""
+    partial = bytearray()  # the line the last chunk ended inside; only new bytes are searched for line ends
     current = _Event()
     async for chunk in response.content.iter_any():
-        buffer += chunk
-        if len(buffer) > MAX_EVENT:
-            raise ValueError("feed event too large")
-        *lines, buffer = buffer.split(b"\n")
-        for raw in lines:
-            line = raw.rstrip(b"\r").decode()
+        *complete, rest = chunk.split(b"\n")
+        if complete:
+            complete[0] = bytes(partial) + complete[0]
+            partial = bytearray(rest)
+        else:
+            partial += rest
+        if current.size + len(partial) > max_event:
+            raise ValueError(f"feed event larger than {max_event} bytes")
+        for raw in complete:
+            current.size += len(raw) + 1
+            if current.size > max_event:
+                raise ValueError(f"feed event larger than {max_event} bytes")
+            try:
+                line = raw.rstrip(b"\r").decode()
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"feed line is not UTF-8 (byte {exc.start})") from None
             if not line:
                 if current.data:
                     yield current.event, "\n".join(current.data), current.id
@@ -112,12 +126,27 @@ async def server_sent_events(response: aiohttp.ClientResponse) -> AsyncIterator[
                 current.id = value
 
 
+async def bounded_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of `response`, refused (ValueError) once it is, or declares itself, larger than `limit`."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise ValueError(f"the answer declares {declared} bytes, more than the {limit} a register document may have")
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise ValueError(f"the answer runs past the {limit} bytes a register document may have")
+    return bytes(body)
+
+
 class RegisterSource:
     def __init__(self, holder: RegisterHolder, *, source: str, operator_key: PublicKey, poll_interval: float = 5.0,
                  feed: bool = True, ssl: ssl_module.SSLContext | None = None,
                  redis: redis.asyncio.Redis | None = None, redis_prefix: str = "edugate",
-                 lock_ttl: float = 10.0, feed_idle_timeout: float = 60.0, max_backoff: float = 30.0) -> None:
+                 lock_ttl: float = 10.0, feed_idle_timeout: float = 60.0, max_backoff: float = 30.0,
+                 max_document: int = MAX_EVENT) -> None:
         self.holder = holder
+        self.max_document = max_document  # bytes of one snapshot, polled or from the feed
         self.source = source
         self.operator_key = operator_key
         self.poll_interval = poll_interval
@@ -244,8 +273,12 @@ class RegisterSource:
                 return False
             if response.status != 200:
                 raise RuntimeError(f"register answered {response.status}")
-            token = await response.text()
+            body = await bounded_body(response, self.max_document)
             etag = response.headers.get("ETag")
+        try:
+            token = body.decode("ascii").strip()  # a compact JWS is base64url and dots
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"register answered a body that is not a JWS (a non-ASCII byte at {exc.start})") from None
         newer = await self._accept(token, origin="poll")
         if self.holder.register is not None and etag == f'"{self.holder.serial}"':
             self._etag = etag
@@ -287,7 +320,7 @@ class RegisterSource:
                 raise RuntimeError(f"register feed answered {response.status}")
             self.state.feed_connected = True
             self._log.info("register feed connected", after=after)
-            async for event, data, _ in server_sent_events(response):
+            async for event, data, _ in server_sent_events(response, self.max_document):
                 received = True
                 if event == "snapshot":
                     await self._accept(data, origin="feed")

@@ -18,7 +18,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from register_fixtures import OIN_PUBLISHER, seed
 
-from connectors.register_source import RegisterSource
+from connectors.register_source import RegisterSource, server_sent_events
 from trust.pki import Issued
 from trust.register import ParticipantStatus, RegisterDocument, RegisterHolder
 from trust.register_service.store import RegisterStore
@@ -56,7 +56,9 @@ class HostileRegister:
 
     def __init__(self) -> None:
         self.token = ""
-        self.pushed: asyncio.Queue[str] = asyncio.Queue()
+        self.raw: bytes | None = None  # served instead of `token` when set...
+        self.declared = True  # ...with its Content-Length, or streamed chunked without one
+        self.pushed: asyncio.Queue[str | bytes] = asyncio.Queue()
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -70,17 +72,28 @@ class HostileRegister:
         await site.start()
         self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
 
-    async def _snapshot(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.token, content_type="application/jose")
+    async def _snapshot(self, request: web.Request) -> web.StreamResponse:
+        if self.raw is None:
+            return web.Response(text=self.token, content_type="application/jose")
+        if self.declared:
+            return web.Response(body=self.raw, content_type="application/jose")
+        response = web.StreamResponse(headers={"Content-Type": "application/jose"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(self.raw), 8192):
+            await response.write(self.raw[start:start + 8192])
+        await response.write_eof()
+        return response
 
     async def _feed(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         while True:
             token = await self.pushed.get()
-            await response.write(f"event: snapshot\ndata: {token}\n\n".encode())
+            await response.write(token if isinstance(token, bytes) else f"event: snapshot\ndata: {token}\n\n".encode())
 
-    async def push(self, token: str) -> None:
+    async def push(self, token: str | bytes) -> None:
+        """One snapshot event around `token`, or `bytes` written to the feed as they are."""
         await self.pushed.put(token)
 
     async def stop(self) -> None:
@@ -170,6 +183,73 @@ async def test_an_older_serial_is_refused_as_a_rollback_and_the_newer_register_k
     assert holder.serial == 8
     assert holder.register.participant(OIN_PUBLISHER).name == "Uitgeverij Noord"  # type: ignore[union-attr]
     assert any(e["event"] == "register rollback refused" and e["offered"] == 7 and e["kept"] == 8 for e in logs)
+
+
+async def _following(hostile: HostileRegister, operator_key: PrivateKey, sources: list[RegisterSource],
+                     max_document: int) -> tuple[RegisterHolder, RegisterSource]:
+    """A source on `hostile` that has installed serial 5, its documents bounded to `max_document` bytes."""
+    hostile.token = sign_snapshot(document(5), operator_key)
+    holder = RegisterHolder(max_staleness=60)
+    source = RegisterSource(holder, source=hostile.url, operator_key=operator_key.public_key(), poll_interval=0.05,
+                            max_document=max_document, max_backoff=0.2)
+    sources.append(source)
+    await source.start()
+    assert holder.serial == 5
+    return holder, source
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "streamed"])
+async def test_a_snapshot_over_the_size_bound_is_not_read_and_the_last_good_register_kept(
+        hostile: HostileRegister, operator_key: PrivateKey, sources: list[RegisterSource], declared: bool) -> None:
+    holder, source = await _following(hostile, operator_key, sources, max_document=4096)
+    hostile.raw, hostile.declared = b"e" * 100_000, declared
+    with structlog.testing.capture_logs() as logs:
+        await wait_until(lambda: "a register document may have" in (source.state.last_error or ""))
+    assert ("declares 100000 bytes" if declared else "runs past the 4096 bytes") in (source.state.last_error or "")
+    assert holder.serial == 5
+    assert any(e["event"] == "register poll failed" and "4096" in e["error"] for e in logs)
+
+
+async def test_a_snapshot_that_is_not_ascii_is_no_jws_and_is_not_installed(
+        hostile: HostileRegister, operator_key: PrivateKey, sources: list[RegisterSource]) -> None:
+    holder, source = await _following(hostile, operator_key, sources, max_document=1 << 20)
+    newer = sign_snapshot(document(6), operator_key)
+    hostile.raw = newer.encode() + "\u00e9".encode()  # a valid snapshot with a byte no JWS holds after it
+    await wait_until(lambda: "not a JWS" in (source.state.last_error or ""))
+    assert f"a non-ASCII byte at {len(newer)}" in (source.state.last_error or "")
+    assert holder.serial == 5
+
+
+async def test_a_feed_event_of_many_short_lines_over_the_bound_ends_the_feed_and_keeps_the_register(
+        hostile: HostileRegister, operator_key: PrivateKey, sources: list[RegisterSource]) -> None:
+    holder, source = await _following(hostile, operator_key, sources, max_document=4096)
+    await wait_until(lambda: source.state.feed_connected)
+    await hostile.push(b"event: snapshot\n" + b"data: x\n" * 2000)  # no line is long; the event is
+    await wait_until(lambda: "feed event larger than 4096 bytes" in (source.state.last_error or ""))
+    assert holder.serial == 5
+    hostile.token = sign_snapshot(document(6), operator_key)  # and the source goes on: the poll brings the next
+    await wait_until(lambda: holder.serial == 6)
+
+
+class _Trickle:
+    """A response whose body arrives a few bytes at a time, as a slow network may deliver it."""
+
+    def __init__(self, body: bytes, size: int) -> None:
+        self.content = self
+        self.parts = [body[i:i + size] for i in range(0, len(body), size)]
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            yield part
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 4096])
+async def test_feed_events_split_anywhere_across_packets_arrive_whole(size: int) -> None:
+    body = (b": comment\r\nevent: snapshot\r\ndata: first\r\ndata: half\r\nid: 7\r\n\r\n"
+            b"event: heartbeat\ndata: {\"serial\": 7}\n\n" + b"data: " + b"z" * 3000 + b"\n\n")
+    events = [e async for e in server_sent_events(_Trickle(body, size), max_event=4096)]  # type: ignore[arg-type]
+    assert events == [("snapshot", "first\nhalf", "7"), ("heartbeat", '{"serial": 7}', None),
+                      ("message", "z" * 3000, None)]
 
 
 async def test_a_node_that_loses_the_register_goes_stale_after_max_staleness_and_recovers_when_it_returns(
