@@ -12,6 +12,7 @@ that is not its own.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -28,10 +29,15 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
+from connectors.bodies import read_within
 from gateway.activation.model import ORG_MASTER_ID
 from gateway.config import OidcProviderSection
 
 METADATA_MAX_AGE = 3600.0
+MAX_PROVIDER_ANSWER = 1024 * 1024  # metadata, keys and token answers are kilobytes; more is not read
+# ID tokens are verified with the provider's published public keys only: an HMAC algorithm would make a key in its
+# JWKS (public by definition) a shared secret, whatever the metadata offers.
+ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 LEEWAY = 60
 
 
@@ -80,7 +86,7 @@ class OidcProvider:
             async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as r:
                 if r.status != 200:
                     raise OidcLoginFailed(f"{url} answered {r.status}")
-                data = await r.json(content_type=None)
+                data = await _json_within(r, url)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise OidcLoginFailed(f"cannot read {url}: {exc}") from exc
         if not isinstance(data, dict):
@@ -143,9 +149,9 @@ class OidcProvider:
                 headers={"Authorization": self._basic_auth()},
                 timeout=aiohttp.ClientTimeout(total=10),
             ) as r:
-                token = await r.json(content_type=None)
+                token = await _json_within(r, "the provider's token endpoint")
                 if r.status != 200 or not isinstance(token, dict):
-                    raise OidcLoginFailed(f"the provider refused the code ({r.status}): {token}")
+                    raise OidcLoginFailed(f"the provider refused the code ({r.status}): {str(token)[:300]}")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise OidcLoginFailed(f"cannot reach the provider's token endpoint: {exc}") from exc
         id_token = token.get("id_token")
@@ -156,8 +162,10 @@ class OidcProvider:
 
     async def _verified_claims(self, id_token: str, token: dict[str, Any], nonce: str) -> dict[str, Any]:
         meta = await self.metadata()
-        algorithms = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
-        algorithms = [a for a in algorithms if a != "none"]
+        offered = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
+        algorithms = [a for a in offered if a in ASYMMETRIC] if isinstance(offered, list) else []
+        if not algorithms:
+            raise OidcLoginFailed(f"the provider offers no public-key algorithm for ID tokens ({str(offered)[:200]})")
         registry = JWSRegistry(algorithms=algorithms)
         try:
             try:
@@ -196,3 +204,14 @@ class OidcProvider:
         if not re.fullmatch(ORG_MASTER_ID, value) or value not in self.config.schools:
             raise OidcLoginFailed(f"provider {self.name!r} may not log in for school {value!r}")
         return value
+
+
+async def _json_within(response: aiohttp.ClientResponse, what: str) -> Any:
+    """The JSON of an answer from the provider, read no further than MAX_PROVIDER_ANSWER bytes (ValueError)."""
+    raw = await read_within(response.content, MAX_PROVIDER_ANSWER)
+    if raw is None:
+        raise ValueError(f"{what} answered more than {MAX_PROVIDER_ANSWER} bytes")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"{what} answered JSON nested too deeply") from None

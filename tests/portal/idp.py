@@ -34,6 +34,9 @@ class IdentityProvider:
     key: ECKey = field(default_factory=lambda: ECKey.generate_key("P-256", parameters={"kid": "idp-1"}))
     published: ECKey | None = None  # the key the JWKS shows, when a test makes it differ from the signing key
     issuer: str = ""
+    discovery_extra: dict[str, Any] = field(default_factory=dict)  # members added to (or replacing) the metadata's
+    extra_keys: list[Any] = field(default_factory=list)  # published in the JWKS beside the signing key
+    signing: tuple[str, Any] | None = None  # (alg, key) for ID tokens instead of ES256 with `key`
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     runner: web.AppRunner | None = None
 
@@ -63,10 +66,11 @@ class IdentityProvider:
             "id_token_signing_alg_values_supported": ["ES256"],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            **self.discovery_extra,
         })
 
     async def jwks(self, request: web.Request) -> web.Response:
-        return web.json_response(KeySet([self.published or self.key]).as_dict(private=False))
+        return web.json_response(KeySet([self.published or self.key, *self.extra_keys]).as_dict(private=False))
 
     async def authorize(self, request: web.Request) -> web.Response:
         q = request.query
@@ -101,7 +105,8 @@ class IdentityProvider:
         }
         claims = {k: v for k, v in claims.items() if v is not None}
         self.tamper = {}
-        id_token = jwt.encode({"alg": "ES256", "kid": "idp-1"}, claims, self.key)
+        alg, key = self.signing or ("ES256", self.key)
+        id_token = jwt.encode({"alg": alg, "kid": key.kid}, claims, key)
         return web.json_response({"access_token": secrets.token_urlsafe(24), "token_type": "Bearer",
                                   "expires_in": 300, "id_token": id_token})
 

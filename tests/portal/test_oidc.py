@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OctKey
 
 from connectors.samples.federation import OTHER_SCHOOL, SCHOOL, Federation
 from gateway.config import ConfigError, load_config
@@ -195,3 +195,43 @@ async def test_a_callback_planted_in_another_browser_logs_nobody_in(fed: Federat
     finally:
         await attacker.close()
         await victim.close()
+
+
+async def test_provider_metadata_past_a_megabyte_is_not_read_and_the_login_page_says_so(fed: Federation,
+                                                                                      idp: IdentityProvider):
+    use_provider(fed, idp)
+    idp.discovery_extra = {"x-padding": "p" * (1024 * 1024)}
+    client, page = await oidc_login(fed)
+    try:
+        assert page.status == 502 and "answered more than 1048576 bytes" in page.text
+        assert client.cookie(SESSION_COOKIE) is None
+    finally:
+        await client.close()
+
+
+async def test_a_provider_offering_only_hmac_id_tokens_logs_nobody_in(fed: Federation, idp: IdentityProvider):
+    use_provider(fed, idp)
+    idp.claims = {"organisationMasterIdentifier": SCHOOL}
+    idp.discovery_extra = {"id_token_signing_alg_values_supported": ["HS256", "none"]}
+    client, page = await oidc_login(fed)
+    try:
+        assert page.status == 403 and "no public-key algorithm" in page.text
+        assert client.cookie(SESSION_COOKIE) is None
+    finally:
+        await client.close()
+
+
+async def test_an_id_token_signed_hs256_with_a_key_from_the_jwks_is_refused_though_the_metadata_offers_it(
+        fed: Federation, idp: IdentityProvider):
+    # A symmetric key in a JWKS is public: anyone could sign with it. Only public-key algorithms are accepted.
+    use_provider(fed, idp)
+    idp.claims = {"organisationMasterIdentifier": SCHOOL}
+    shared = OctKey.generate_key(256, parameters={"kid": "shared"})
+    idp.discovery_extra = {"id_token_signing_alg_values_supported": ["HS256", "ES256"]}
+    idp.extra_keys, idp.signing = [shared], ("HS256", shared)
+    client, page = await oidc_login(fed)
+    try:
+        assert page.status == 403 and "ID token" in page.text
+        assert client.cookie(SESSION_COOKIE) is None
+    finally:
+        await client.close()
