@@ -263,6 +263,7 @@ async def serve(
         on_refused=lambda reason: _log_outside_pipeline(node, step="http", reason=reason),
         max_line_size=hard_limit,
         max_field_size=hard_limit,
+        max_head_size=2 * hard_limit,
     )
     site = ExchangeSite(
         runner,

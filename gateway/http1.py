@@ -49,6 +49,8 @@ HIGH_WATER = 1024 * 1024  # unread request body above which the connection stops
 LOW_WATER = 256 * 1024  # ...until the handler has read it below this
 MAX_PIPELINED = 16  # parsed requests waiting their turn on one connection before reading pauses
 KEEPALIVE = 75.0  # seconds an idle connection stays open (aiohttp's default)
+LINGER = 2.0  # after a refusal that ends the connection: at most this long reading what the client still sends...
+LINGER_QUIET = 0.1  # ...and closed as soon as it has sent nothing for this long
 
 _EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -269,6 +271,12 @@ class ExchangeProtocol(asyncio.Protocol):
         # the message being parsed
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
+        # llhttp keeps a header field it has not seen the end of, and the limits below are checked on whole fields:
+        # so the bytes of an unfinished head are counted as they arrive, or one endless field would fill memory.
+        self._lingering: asyncio.TimerHandle | None = None  # after a refusal: closes once the client pauses
+        self._in_head = False
+        self._head_known = 0  # the request-target and the complete fields so far
+        self._head_chunks = 0  # the packets that arrived wholly inside the head
         self._body: BodyStream | None = None
         # parsed requests waiting for (or in) the handler, oldest first, and a refusal owed after them (bytes)
         self._queue: deque[Request | bytes] = deque()
@@ -296,9 +304,19 @@ class ExchangeProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing and self._bridge is None:
+            if self._lingering is not None:  # still sending after a refusal: wait for a pause, then close
+                self._lingering.cancel()
+                self._lingering = self._loop.call_later(LINGER_QUIET, self._close)
             return  # the answer that ends this connection is on its way; nothing after it is read
+        inside_head = self._in_head
         try:
             self._parser.feed_data(data)
+            if self._in_head:  # the packet ended inside a head: is it still one this server would take?
+                if inside_head:
+                    self._head_chunks += len(data)
+                limit = self._server.max_head_size
+                if max(self._head_known, self._head_chunks) > limit:
+                    self._refuse_unparseable(f"the request head is longer than {limit} bytes")
         except httptools.HttpParserUpgrade:
             self._closing = True  # no protocol switch is offered here: the request is answered, then we close
         except httptools.HttpParserCallbackError as exc:
@@ -352,11 +370,14 @@ class ExchangeProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._raw_headers = []
+        self._in_head, self._head_known, self._head_chunks = True, 0, 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_known += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_known += len(name) + len(value)
         server = self._server
         if len(name) + len(value) > server.max_field_size:
             raise _RefusedHead(f"a header field is longer than {server.max_field_size} bytes")
@@ -365,6 +386,7 @@ class ExchangeProtocol(asyncio.Protocol):
             raise _RefusedHead(f"more than {server.max_header_count} header fields")
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         parser = self._parser
         method = parser.get_method().decode("ascii")
         raw_path = self._url.decode("utf-8", "surrogateescape")
@@ -446,7 +468,7 @@ class ExchangeProtocol(asyncio.Protocol):
                 item = self._queue[0]
                 if isinstance(item, bytes):  # a refusal that ends the connection, owed after the answers before it
                     self.write(item)
-                    self._close()
+                    self._linger()
                     return
                 await self._answer(item)
                 self._queue.popleft()
@@ -549,7 +571,7 @@ class ExchangeProtocol(asyncio.Protocol):
         answer = self.head(denial.http_status, headers, len(payload)) + payload
         if self._worker is None or self._worker is asyncio.current_task():
             self.write(answer)  # nothing owed before it (or it is the answer to the request in hand)
-            self._close()
+            self._linger()
         else:
             self._queue.append(answer)
 
@@ -600,6 +622,15 @@ class ExchangeProtocol(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
+    def _linger(self) -> None:
+        """Close after a refusal, but first read (and drop) what the client is still sending, for up to LINGER
+        seconds: a socket closed with unread bytes resets the connection, and the reset can destroy the refusal
+        before the client has read it (what nginx's lingering_close is for)."""
+        self._closing = True  # data_received drops everything from here on
+        self._lingering = self._loop.call_later(LINGER_QUIET, self._close)
+        self._loop.call_later(LINGER, self._close)
+        self._resume_reading()
+
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
@@ -622,6 +653,7 @@ class ExchangeServer:
         max_line_size: int = 8190,
         max_field_size: int = 8190,
         max_header_count: int = 128,
+        max_head_size: int = 32 * 1024,
     ) -> None:
         self.handler = handler
         self._aiohttp_server = aiohttp_server
@@ -630,6 +662,7 @@ class ExchangeServer:
         self.max_line_size = max_line_size
         self.max_field_size = max_field_size
         self.max_header_count = max_header_count
+        self.max_head_size = max_head_size  # a request line and all its fields together
         self.connections: set[ExchangeProtocol] = set()
         self.stopping = False
         self._all_idle: asyncio.Event | None = None

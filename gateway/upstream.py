@@ -39,6 +39,9 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 HIGH_WATER = 256 * 1024  # pause reading the upstream above this much unread answer...
 LOW_WATER = 64 * 1024  # ...and resume below this
 KEEPALIVE = 30.0
+# An answer's head beyond these is no answer this node relays (llhttp itself has no limit; Node.js sets its own).
+MAX_ANSWER_HEAD = 64 * 1024  # bytes of header names and values
+MAX_ANSWER_FIELDS = 256
 
 
 class UpstreamBroken(ConnectionError):
@@ -232,6 +235,11 @@ class _Connection(asyncio.Protocol):
         self.head: asyncio.Future[UpstreamResponse] | None = None
         self.response: UpstreamResponse | None = None
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        # The answer's head so far. llhttp holds an unfinished field whole and the fields come complete, so its
+        # size is known two ways: the complete fields, and the packets that arrived while it lasted.
+        self.in_head = False
+        self.head_fields = 0
+        self.head_packets = 0
         self.head_only = False  # a HEAD request: the answer ends with its head
         self.interim = False  # parsing a 1xx answer, which is skipped
         self.finished = False  # the final answer is complete
@@ -391,8 +399,18 @@ class _Connection(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
+            if self.in_head:
+                self.head_packets += len(data)
+                self._check_head()
+        except UpstreamBroken as exc:
+            self._broken(exc)
         except httptools.HttpParserUpgrade:
             self._broken(UpstreamBroken("the upstream switched protocols unasked", answered=True))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if not isinstance(cause, UpstreamBroken):
+                raise
+            self._broken(cause)
         except httptools.HttpParserError as exc:
             self._broken(UpstreamBroken(f"the upstream's answer is malformed: {exc}", answered=True))
 
@@ -432,11 +450,23 @@ class _Connection(asyncio.Protocol):
         if self.finished:
             self.keep_alive = False  # bytes after the answer: this peer is out of step
         self.raw_headers = []
+        self.in_head, self.head_fields, self.head_packets = True, 0, 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_fields += len(name) + len(value)
         self.raw_headers.append((name, value))
+        self._check_head()
+
+    def _check_head(self) -> None:
+        size = max(self.head_fields, self.head_packets)
+        if size > MAX_ANSWER_HEAD or len(self.raw_headers) > MAX_ANSWER_FIELDS:
+            raise UpstreamBroken(
+                f"the upstream's answer head exceeds {MAX_ANSWER_FIELDS} fields or {MAX_ANSWER_HEAD} bytes",
+                answered=True,
+            )
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.finished:
             return
         assert self.parser is not None

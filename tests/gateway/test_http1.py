@@ -170,6 +170,41 @@ async def test_a_request_target_longer_than_the_limit_is_refused_before_the_pipe
     assert "request-target is longer" in json.loads(body)["statusMessage"]
 
 
+async def _send_without_end(writer: asyncio.StreamWriter, start: bytes, total: int) -> int:
+    """`start`, then `total` bytes of one field or target that never ends, as long as the node takes them."""
+    sent = 0
+    try:
+        writer.write(start)
+        while sent < total:
+            writer.write(b"a" * 65536)
+            await writer.drain()
+            sent += 65536
+    except ConnectionError:
+        pass
+    return sent
+
+
+@pytest.mark.parametrize(
+    "start",
+    [b"PUT /v1/progress/x HTTP/1.1\r\nHost: node\r\nX-Endless: ", b"GET /v1/progress/"],
+    ids=["header field", "request-target"],
+)
+async def test_a_head_that_never_ends_is_refused_once_it_passes_the_bound_and_the_refusal_reaches_the_client(
+    federation: Federation, start: bytes
+):
+    # llhttp keeps an unfinished field or target whole until its end, so the server counts the bytes as they come
+    # (before, such a head was held in memory as long as the client went on, and never answered); and it reads
+    # on for a moment after the refusal, since closing with unread bytes resets the connection over the answer.
+    reader, writer = await connect(federation)
+    sending = asyncio.create_task(_send_without_end(writer, start, 8 << 20))
+    status, _, body = await read_answer(reader)
+    assert status == 400 and json.loads(body)["status"] == "0011"
+    assert "request head is longer than 32760 bytes" in json.loads(body)["statusMessage"]
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # and the connection is closed
+    await sending
+    writer.close()
+
+
 async def test_head_gets_the_answer_without_a_body(federation: Federation, token: str):
     reader, writer = await connect(federation)
     writer.write(f"HEAD /v1/progress/x HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {token}\r\n\r\n".encode())

@@ -15,7 +15,14 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from gateway.upstream import HIGH_WATER, InvalidRequest, UpstreamBroken, UpstreamPool
+from gateway.upstream import (
+    HIGH_WATER,
+    MAX_ANSWER_FIELDS,
+    MAX_ANSWER_HEAD,
+    InvalidRequest,
+    UpstreamBroken,
+    UpstreamPool,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -340,3 +347,29 @@ async def test_a_header_value_with_cr_or_lf_is_refused_before_anything_is_sent(p
         with pytest.raises(InvalidRequest):
             await pool.request("GET", base, "/", {"Host": "elsewhere"})  # the client writes Host itself
     assert ports == set() and pool.open_connections == 0
+
+
+@pytest.mark.parametrize("head", ["one endless field", "too many fields"])
+async def test_an_answer_head_past_the_bounds_is_a_broken_upstream_not_a_growing_buffer(pool: UpstreamPool, head: str):
+    sent: list[int] = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + (b"X-Endless: " if head == "one endless field" else b""))
+        try:
+            for _ in range(1024):  # up to 64 MiB of head, as long as the client reads
+                if head == "one endless field":
+                    writer.write(b"a" * 65536)
+                else:
+                    writer.write(b"".join(b"X-%d: 1\r\n" % n for n in range(MAX_ANSWER_FIELDS + 1)))
+                await writer.drain()
+                sent.append(1)
+        except ConnectionError:
+            pass
+
+    async with raw_upstream(endless) as base:
+        with pytest.raises(UpstreamBroken, match=f"exceeds {MAX_ANSWER_FIELDS} fields or {MAX_ANSWER_HEAD} bytes"):
+            await get(pool, base)
+    assert pool.open_connections == 0
+    if head == "one endless field":
+        assert len(sent) < 1024  # the node hung up long before 64 MiB (more than the sockets' buffers hold)
