@@ -72,7 +72,7 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/.well-known/oauth-authorization-server", metadata)
     app.router.add_get("/.well-known/jwks.json", jwks)
     add_health_routes(app, node)
-    add_consent_routes(app, node)
+    add_consent_routes(app, node, body_timeout=node.config.limits.body_timeout)
     add_portal_routes(app, node)
     add_log_routes(app, node)
     app.router.add_route("*", "/{tail:.*}", exchange_handler)
@@ -264,6 +264,7 @@ async def serve(
         max_line_size=hard_limit,
         max_field_size=hard_limit,
         max_head_size=2 * hard_limit,
+        body_timeout=config.limits.body_timeout,
     )
     site = ExchangeSite(
         runner,

@@ -117,6 +117,9 @@ class LimitsSection(_Section):
     max_header_bytes: int = Field(8190, gt=0)
     max_body_bytes: int = Field(1 << 20, gt=0)
     upstream_timeout: float = Field(10.0, gt=0)
+    # A request body that stops arriving for this long is refused (408): on the exchange port between two of its
+    # packets, on the node's API in all. Without it one client could hold a connection and an exchange forever.
+    body_timeout: float = Field(30.0, gt=0)
     upstream_connections: int = Field(100, gt=0)
 
 

@@ -86,6 +86,12 @@ class PayloadTooLarge(Denial):
     http_status = 413
 
 
+class RequestTimeout(Denial):
+    """0099: the request body stopped arriving (`limits.body_timeout`); the connection is closed after the answer."""
+
+    http_status = 408
+
+
 class AmbiguousRequest(Denial):
     """0099: a request head or body that does not say one thing: a singleton field repeated, no Host on HTTP/1.1,
     a body cut off before its declared end."""

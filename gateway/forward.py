@@ -11,9 +11,9 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from connectors.bodies import BodySource
-from gateway.denials import Denial, PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
+from gateway.denials import Denial, PayloadTooLarge, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
 from gateway.exchange import Exchange, InboundRequest
-from gateway.http1 import Answer, Request, StreamedAnswer, WholeAnswer
+from gateway.http1 import Answer, BodyTimeout, Request, StreamedAnswer, WholeAnswer
 from gateway.upstream import InvalidRequest, ResponseTooLarge, UpstreamBroken, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -208,6 +208,8 @@ async def forward(node: Node, x: Exchange, on_complete: OnComplete) -> Answer:
         raise UpstreamUnavailable("the upstream answer exceeds the size limit", step="forward") from exc
     except InvalidRequest as exc:
         raise Denial(f"the request cannot be passed on: {exc}", step="forward") from exc
+    except BodyTimeout as exc:  # the client stopped sending the body it was streaming through us
+        raise RequestTimeout(str(exc), step="forward") from exc
     except TimeoutError as exc:
         raise UpstreamTimeout(
             f"the offered API did not answer within {limits.upstream_timeout:g} s", step="forward"

@@ -125,9 +125,13 @@ class Request:
         return StreamedAnswer(self._protocol, status, headers)
 
 
+class BodyTimeout(TimeoutError):
+    """No part of a request body arrived for the server's `body_timeout`: the client's doing, not an upstream's."""
+
+
 class BodyStream:
     """A request body as it arrives: `readany()` gives what has arrived (b"" at its end), as aiohttp's StreamReader's
-    does."""
+    does, and raises BodyTimeout when nothing arrives for the server's `body_timeout`."""
 
     __slots__ = ("_chunks", "_eof", "_error", "_protocol", "_size", "_waiter", "continue_wanted")
 
@@ -174,16 +178,25 @@ class BodyStream:
             if self.continue_wanted:
                 self.continue_wanted = False
                 self._protocol.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timeout = self._protocol.body_timeout
+            expiry = loop.call_later(timeout, _expire, waiter, timeout)  # only set while waiting: nothing per read
             try:
-                await self._waiter
+                await waiter
             finally:
+                expiry.cancel()
                 self._waiter = None
         chunk = self._chunks.popleft()
         self._size -= len(chunk)
         if self._size < LOW_WATER:
             self._protocol.resume_for_body()
         return chunk
+
+
+def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(BodyTimeout(f"no part of the request body arrived for {timeout:g} s"))
 
 
 class StreamedAnswer:
@@ -296,6 +309,10 @@ class ExchangeProtocol(asyncio.Protocol):
     @property
     def transport(self) -> asyncio.Transport | None:
         return self._transport
+
+    @property
+    def body_timeout(self) -> float:
+        return self._server.body_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's SSL transport is one, not a subclass
@@ -654,6 +671,7 @@ class ExchangeServer:
         max_field_size: int = 8190,
         max_header_count: int = 128,
         max_head_size: int = 32 * 1024,
+        body_timeout: float = 30.0,
     ) -> None:
         self.handler = handler
         self._aiohttp_server = aiohttp_server
@@ -663,6 +681,7 @@ class ExchangeServer:
         self.max_field_size = max_field_size
         self.max_header_count = max_header_count
         self.max_head_size = max_head_size  # a request line and all its fields together
+        self.body_timeout = body_timeout  # seconds a request body may pause
         self.connections: set[ExchangeProtocol] = set()
         self.stopping = False
         self._all_idle: asyncio.Event | None = None

@@ -5,6 +5,7 @@ Errors carry both the OAuth fields (RFC 6749 §5.2) and the Edu-V fields, so eit
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import structlog
@@ -53,7 +54,7 @@ async def token(node: Node, request: web.Request) -> web.Response:
         status = 503 if denial.http_status == 503 else 401
         return _error(node, "invalid_client" if status == 401 else "temporarily_unavailable", denial.message, status)
     try:
-        form = await _form(request)
+        form = await _form(request, node.config.limits.body_timeout)
         granted_scopes, granted_purposes = await _grant(node, x, form)
     except OAuthError as exc:
         return _error(node, exc.error, exc.description, exc.status, "0021" if exc.error == "invalid_scope" else "0099")
@@ -87,12 +88,16 @@ async def token(node: Node, request: web.Request) -> web.Response:
     )
 
 
-async def _form(request: web.Request) -> dict[str, str]:
+async def _form(request: web.Request, seconds: float) -> dict[str, str]:
     if request.content_type != "application/x-www-form-urlencoded":
         raise OAuthError("invalid_request", "the token request must be application/x-www-form-urlencoded")
     if request.content_length is not None and request.content_length > _MAX_FORM_BYTES:
         raise OAuthError("invalid_request", f"the token request exceeds {_MAX_FORM_BYTES} bytes")
-    raw = await read_within(request.content, _MAX_FORM_BYTES)
+    try:
+        async with asyncio.timeout(seconds):
+            raw = await read_within(request.content, _MAX_FORM_BYTES)
+    except TimeoutError as exc:
+        raise OAuthError("invalid_request", f"the token request did not arrive within {seconds:g} s", 408) from exc
     if raw is None:
         raise OAuthError("invalid_request", f"the token request exceeds {_MAX_FORM_BYTES} bytes")
     from urllib.parse import parse_qsl

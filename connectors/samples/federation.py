@@ -115,6 +115,7 @@ class Federation:
     redis_url: str | None = None
     log_dsn: str | None = None
     max_staleness: float = 300.0
+    body_timeout: float | None = None  # the node's [limits] body_timeout, where a test wants a short one
     ca: Issued = field(init=False)
     rogue_ca: Issued = field(init=False)
     parties: dict[str, Party] = field(init=False)
@@ -233,6 +234,7 @@ class Federation:
             gebruiksoverzicht = "{upstream}"
             """)
             + redis
+            + (f"\n[limits]\nbody_timeout = {self.body_timeout}\n" if self.body_timeout is not None else "")
         )
         path = self.directory / "node.toml"
         path.write_text(config)

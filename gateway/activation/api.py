@@ -16,6 +16,7 @@ name it as the counterparty. Errors use the Edu-V body `{"status": "NNNN", "stat
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from connectors.bodies import read_within
 from gateway.activation.model import ORG_MASTER_ID, Activation, ProcessingAgreement
 from gateway.activation.store import ActivationError, InvalidActivation, NotFoundError
-from gateway.denials import Denial, Forbidden, NotFound, SchemaIncorrect, ServiceUnavailable, Unauthenticated
+from gateway.denials import (
+    Denial,
+    Forbidden,
+    NotFound,
+    RequestTimeout,
+    SchemaIncorrect,
+    ServiceUnavailable,
+    Unauthenticated,
+)
 from trust.certificates import CertificateRejected
 
 if TYPE_CHECKING:
@@ -121,8 +130,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ConsentApi:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, body_timeout: float) -> None:
         self.node = node
+        self.body_timeout = body_timeout
 
     # -- who is calling ------------------------------------------------------------------------------------------
 
@@ -181,7 +191,7 @@ class ConsentApi:
     async def request_activation(self, request: web.Request, caller: Caller) -> web.Response:
         if caller.participant is None:
             raise Forbidden("activation requests come from participants (client certificate)", step="consent")
-        body = await _body(request, RequestBody)
+        body = await _body(request, self.body_timeout, RequestBody)
         purposes = self._purposes(body.api, body.purposes, caller.participant)
         created = await self.node.activations.request(
             school=body.org_master_id,
@@ -196,7 +206,7 @@ class ConsentApi:
 
     async def grant(self, request: web.Request, caller: Caller) -> web.Response:
         school = _school(caller)
-        body = await _body(request, GrantBody)
+        body = await _body(request, self.body_timeout, GrantBody)
         purposes = self._purposes(body.api, body.purposes, None)
         created = await self.node.activations.grant(
             school=school,
@@ -210,7 +220,7 @@ class ConsentApi:
         return web.json_response(status_document(created, self.node.clock()), status=201)
 
     async def confirm(self, request: web.Request, caller: Caller) -> web.Response:
-        body = await _body(request, ConfirmBody)
+        body = await _body(request, self.body_timeout, ConfirmBody)
         changed = await self.node.activations.confirm(
             request.match_info["id"],
             school=_school(caller),
@@ -220,14 +230,14 @@ class ConsentApi:
         return web.json_response(status_document(changed, self.node.clock()))
 
     async def end(self, request: web.Request, caller: Caller) -> web.Response:
-        body = await _body(request, EndBody)
+        body = await _body(request, self.body_timeout, EndBody)
         changed = await self.node.activations.end(
             request.match_info["id"], school=_school(caller), valid_until=body.valid_until
         )
         return web.json_response(status_document(changed, self.node.clock()))
 
     async def revoke(self, request: web.Request, caller: Caller) -> web.Response:
-        body = await _body(request, RevokeBody, allow_empty=True)
+        body = await _body(request, self.body_timeout, RevokeBody, allow_empty=True)
         changed = await self.node.activations.revoke(
             request.match_info["id"], school=_school(caller), reason=body.reason
         )
@@ -300,10 +310,14 @@ def _parse_time(value: str, name: str) -> datetime:
 T = TypeVar("T", bound=BaseModel)
 
 
-async def _body(request: web.Request, model: type[T], *, allow_empty: bool = False) -> T:
+async def _body(request: web.Request, seconds: float, model: type[T], *, allow_empty: bool = False) -> T:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise SchemaIncorrect(f"the request body is larger than {MAX_BODY} bytes", step="consent")
-    raw = await read_within(request.content, MAX_BODY)
+    try:
+        async with asyncio.timeout(seconds):
+            raw = await read_within(request.content, MAX_BODY)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the request body did not arrive within {seconds:g} s", step="consent") from exc
     if raw is None:
         raise SchemaIncorrect(f"the request body is larger than {MAX_BODY} bytes", step="consent")
     try:
@@ -316,9 +330,10 @@ async def _body(request: web.Request, model: type[T], *, allow_empty: bool = Fal
         raise SchemaIncorrect(f"the request body is not a valid {model.__name__}: {problems}", step="consent") from exc
 
 
-def add_consent_routes(app: web.Application, node: Node) -> None:
-    """Register the consent API on the node's application (before the exchange catch-all)."""
-    api = ConsentApi(node)
+def add_consent_routes(app: web.Application, node: Node, *, body_timeout: float) -> None:
+    """Register the consent API on the node's application (before the exchange catch-all). A request body not
+    arrived within `body_timeout` seconds is refused (408)."""
+    api = ConsentApi(node, body_timeout)
     app.router.add_get(f"{PREFIX}/statuses", api.wrap(api.statuses))
     app.router.add_get(f"{PREFIX}/statuses/{{id}}", api.wrap(api.status))
     app.router.add_post(f"{PREFIX}/requests", api.wrap(api.request_activation))

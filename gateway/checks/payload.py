@@ -3,6 +3,7 @@ values at a reference location (`body:<path>`, `query:<name>`, `path:<param>`, `
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -11,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from connectors.bodies import read_within
-from gateway.denials import AmbiguousRequest, PayloadTooLarge, SchemaIncorrect
+from gateway.denials import AmbiguousRequest, PayloadTooLarge, RequestTimeout, SchemaIncorrect
 from gateway.exchange import Exchange
+from gateway.http1 import Request
 from gateway.minimisation import values_at
 
 if TYPE_CHECKING:
@@ -29,10 +31,17 @@ async def read_body(node: Node, x: Exchange, *, step: str) -> bytes:
     declared = x.request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
+    # The exchange port's body stream times out by itself (between packets); aiohttp's is given the time in all.
+    timeout = None if isinstance(x.request, Request) else node.config.limits.body_timeout
     try:
-        body = await read_within(x.request.content, limit)
+        async with asyncio.timeout(timeout):
+            body = await read_within(x.request.content, limit)
     except ConnectionError as exc:  # the client's doing, not the node's: refused and logged like any bad request
         raise AmbiguousRequest("the client closed the connection before the request body ended", step=step) from exc
+    except TimeoutError as exc:  # only the body is awaited here: the client stopped sending it
+        raise RequestTimeout(
+            str(exc) or f"the request body did not arrive within {node.config.limits.body_timeout:g} s", step=step
+        ) from exc
     if body is None:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
     x.body = body

@@ -3,6 +3,7 @@ from the server-side session, never from the request, and a request that names a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FORM = web.RequestKey("form", dict[str, str])  # the checked form of a POST
 
 
+async def posted(request: web.Request) -> Any:
+    """The request's form, refused (408) when it has not arrived within the node's body timeout: a browser sends
+    a form at once, and a client that trickles one would hold the connection as long as it liked."""
+    seconds = portal(request).node.config.limits.body_timeout
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.post()
+    except TimeoutError:
+        log.info("portal form timed out", path=request.path)
+        raise web.HTTPRequestTimeout(text=f"the form did not arrive within {seconds:g} s") from None
+
+
 def school_page(page: Page) -> Handler:
     """Require a session; on POST also its CSRF token; refuse any `school` parameter but the session's own."""
 
@@ -53,7 +66,7 @@ def school_page(page: Page) -> Handler:
             return render(request, "error.html", status=401, message=Translator(language(request))("login"))
         form: dict[str, str] = {}
         if request.method == "POST":
-            form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+            form = {k: v for k, v in (await posted(request)).items() if isinstance(v, str)}
             if not same(form.get("csrf"), session.csrf):
                 log.info("portal csrf refused", school=session.school, path=request.path)
                 return render(request, "error.html", status=403, session=session,
@@ -92,7 +105,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     t = Translator(language(request))
-    form = await request.post()
+    form = await posted(request)
     if not same(str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE)):
         return await login_page(request, status=403, error=t("csrf_failed"))
     email, password = str(form.get("email", "")), str(form.get("password", ""))
@@ -300,7 +313,7 @@ async def _activation_change(request: web.Request, session: PortalSession,
 @school_page
 async def grant(request: web.Request, session: PortalSession) -> web.StreamResponse:
     form = request[FORM]
-    data = await request.post()
+    data = await posted(request)
     purposes = [str(p) for p in data.getall("purposes", [])]
     store = portal(request).node.activations
 

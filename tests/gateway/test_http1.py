@@ -358,3 +358,62 @@ async def test_an_http_1_0_client_gets_its_answer_and_the_connection_closes(fede
     assert status == 201 and headers.get("connection") == "close"
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
+
+
+# --- bodies that stop arriving ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def impatient(tmp_path: Path) -> AsyncIterator[Federation]:
+    """The federation with a node that waits 0.3 s for the next part of a request body."""
+    fed = Federation(tmp_path / "fed", body_timeout=0.3)
+    await fed.start()
+    await fed.activate_demo_schools()
+    try:
+        yield fed
+    finally:
+        await fed.close()
+
+
+async def test_an_exchange_body_that_stops_arriving_is_refused_with_408_and_logged(impatient: Federation):
+    token = await impatient.client("publisher").token(scope="progress", purpose="b")
+    whole = put(token, record())
+    reader, writer = await connect(impatient)
+    writer.write(whole[:-20])  # the head and all but the last bytes of the body, then nothing
+    status, _, body = await read_answer(reader)
+    assert status == 408 and json.loads(body) == {
+        "status": "0099", "statusMessage": "no part of the request body arrived for 0.3 s"}
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # the rest of the body would be read as a request
+    writer.close()
+    assert impatient.node is not None
+    (stored,) = await impatient.node.log.records(party_oin=impatient.node.oin, decision="denied", limit=1)
+    assert stored.record.http_status == 408
+
+
+async def test_a_token_request_that_stops_arriving_is_refused_with_408_in_the_oauth_format(impatient: Federation):
+    reader, writer = await connect(impatient)
+    writer.write(b"POST /oauth2/token HTTP/1.1\r\nHost: node\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                 b"Content-Length: 400\r\n\r\ngrant_type=client_credentials&client_assertion_type=")
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status == 408
+    assert json.loads(body)["error"] == "invalid_request" and "within 0.3 s" in json.loads(body)["error_description"]
+
+
+async def test_a_consent_request_that_stops_arriving_is_refused_with_408_in_the_edu_v_format(impatient: Federation):
+    reader, writer = await connect(impatient)  # the publisher's certificate: a participant asking for activation
+    writer.write(b"POST /consent/v1/requests HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
+                 b'Content-Length: 400\r\n\r\n{"api": "leermateriaalgebruik", ')
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status == 408 and json.loads(body) == {
+        "status": "0099", "statusMessage": "the request body did not arrive within 0.3 s"}
+
+
+async def test_a_portal_form_that_stops_arriving_is_refused_with_408(impatient: Federation):
+    reader, writer = await connect(impatient)
+    writer.write(b"POST /portal/login HTTP/1.1\r\nHost: node\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                 b"Content-Length: 400\r\n\r\ncsrf=abc&email=")
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status == 408 and b"the form did not arrive within 0.3 s" in body

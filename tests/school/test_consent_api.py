@@ -95,7 +95,7 @@ async def consent(
     holder = RegisterHolder()
     holder.offer(Register(document))
     app = web.Application()
-    add_consent_routes(app, ConsentNode(store, catalogue, purposes, holder))
+    add_consent_routes(app, ConsentNode(store, catalogue, purposes, holder), body_timeout=30.0)
     server_cert, server_key = issue_server(ca).write(tmp_path / "tls", "server")
     context = server_context(server_cert, server_key)
     context.load_verify_locations(cadata=ca.cert_pem().decode())
