@@ -417,3 +417,34 @@ async def test_a_portal_form_that_stops_arriving_is_refused_with_408(impatient: 
     status, _, body = await read_answer(reader)
     writer.close()
     assert status == 408 and b"the form did not arrive within 0.3 s" in body
+
+
+async def test_a_body_streamed_upstream_that_stops_arriving_is_the_clients_408_not_the_upstreams_504(
+    tmp_path: Path,
+):
+    # A GET's body is no check's business, so it streams to the upstream as it comes; this upstream waits for it.
+    async def whole_body_first(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"school": SCHOOL, "records": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/usage", whole_body_first)
+    upstream = web.AppRunner(app)
+    await upstream.setup()
+    await web.TCPSite(upstream, "127.0.0.1", 0).start()
+    fed = Federation(tmp_path / "fed", body_timeout=0.3)
+    try:
+        await fed.start(upstream=f"http://127.0.0.1:{upstream.addresses[0][1]}")
+        await fed.activate_demo_schools()
+        token = await fed.client("reader").token(scope="eduv.usage", purpose="d")
+        assert fed.served is not None
+        context = fed.trust(fed.parties["reader"].identity)
+        reader, writer = await asyncio.open_connection("127.0.0.1", fed.served.port, ssl=context)
+        writer.write(f"GET /v1/usage?school={SCHOOL} HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {token}\r\n"
+                     "Edu-Purpose: d\r\nContent-Length: 100\r\n\r\nthe first bytes of a body".encode())
+        status, _, body = await read_answer(reader)
+        writer.close()
+        assert status == 408 and json.loads(body)["statusMessage"] == "no part of the request body arrived for 0.3 s"
+    finally:
+        await fed.close()
+        await upstream.cleanup()
