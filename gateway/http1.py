@@ -284,12 +284,12 @@ class ExchangeProtocol(asyncio.Protocol):
         # the message being parsed
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        # llhttp keeps a header field it has not seen the end of, and the limits below are checked on whole fields:
-        # so the bytes of an unfinished head are counted as they arrive, or one endless field would fill memory.
         self._lingering: asyncio.TimerHandle | None = None  # after a refusal: closes once the client pauses
+        # llhttp keeps a header field or request-target it has not seen the end of, and the limits on those are
+        # checked once they end: so the packets that arrive wholly inside a head are counted as they come, or one
+        # endless field would fill memory. (The complete fields are bounded by their own size and count.)
         self._in_head = False
-        self._head_known = 0  # the request-target and the complete fields so far
-        self._head_chunks = 0  # the packets that arrived wholly inside the head
+        self._head_packets = 0
         self._body: BodyStream | None = None
         # parsed requests waiting for (or in) the handler, oldest first, and a refusal owed after them (bytes)
         self._queue: deque[Request | bytes] = deque()
@@ -328,12 +328,10 @@ class ExchangeProtocol(asyncio.Protocol):
         inside_head = self._in_head
         try:
             self._parser.feed_data(data)
-            if self._in_head:  # the packet ended inside a head: is it still one this server would take?
-                if inside_head:
-                    self._head_chunks += len(data)
-                limit = self._server.max_head_size
-                if max(self._head_known, self._head_chunks) > limit:
-                    self._refuse_unparseable(f"the request head is longer than {limit} bytes")
+            if inside_head and self._in_head:  # a packet wholly inside a head: is it still one this server takes?
+                self._head_packets += len(data)
+                if self._head_packets > self._server.max_head_size:
+                    self._refuse_unparseable(f"the request head is longer than {self._server.max_head_size} bytes")
         except httptools.HttpParserUpgrade:
             self._closing = True  # no protocol switch is offered here: the request is answered, then we close
         except httptools.HttpParserCallbackError as exc:
@@ -387,14 +385,12 @@ class ExchangeProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._raw_headers = []
-        self._in_head, self._head_known, self._head_chunks = True, 0, 0
+        self._in_head, self._head_packets = True, 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_known += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_known += len(name) + len(value)
         server = self._server
         if len(name) + len(value) > server.max_field_size:
             raise _RefusedHead(f"a header field is longer than {server.max_field_size} bytes")

@@ -455,11 +455,11 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_fields += len(name) + len(value)
         self.raw_headers.append((name, value))
-        self._check_head()
+        if self.head_fields > MAX_ANSWER_HEAD or len(self.raw_headers) > MAX_ANSWER_FIELDS:
+            self._check_head()
 
     def _check_head(self) -> None:
-        size = max(self.head_fields, self.head_packets)
-        if size > MAX_ANSWER_HEAD or len(self.raw_headers) > MAX_ANSWER_FIELDS:
+        if max(self.head_fields, self.head_packets) > MAX_ANSWER_HEAD or len(self.raw_headers) > MAX_ANSWER_FIELDS:
             raise UpstreamBroken(
                 f"the upstream's answer head exceeds {MAX_ANSWER_FIELDS} fields or {MAX_ANSWER_HEAD} bytes",
                 answered=True,

@@ -31,11 +31,12 @@ async def read_body(node: Node, x: Exchange, *, step: str) -> bytes:
     declared = x.request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes", step=step)
-    # The exchange port's body stream times out by itself (between packets); aiohttp's is given the time in all.
-    timeout = None if isinstance(x.request, Request) else node.config.limits.body_timeout
     try:
-        async with asyncio.timeout(timeout):
+        if isinstance(x.request, Request):  # the exchange port's body stream times out by itself, between packets
             body = await read_within(x.request.content, limit)
+        else:  # aiohttp's is given the time in all
+            async with asyncio.timeout(node.config.limits.body_timeout):
+                body = await read_within(x.request.content, limit)
     except ConnectionError as exc:  # the client's doing, not the node's: refused and logged like any bad request
         raise AmbiguousRequest("the client closed the connection before the request body ended", step=step) from exc
     except TimeoutError as exc:  # only the body is awaited here: the client stopped sending it
