@@ -265,6 +265,7 @@ async def serve(
         max_field_size=hard_limit,
         max_head_size=2 * hard_limit,
         body_timeout=config.limits.body_timeout,
+        send_timeout=config.limits.send_timeout,
     )
     site = ExchangeSite(
         runner,

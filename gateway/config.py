@@ -120,6 +120,9 @@ class LimitsSection(_Section):
     # A request body that stops arriving for this long is refused (408): on the exchange port between two of its
     # packets, on the node's API in all. Without it one client could hold a connection and an exchange forever.
     body_timeout: float = Field(30.0, gt=0)
+    # A client that takes nothing of an answer for this long loses the connection (the exchange port; nginx's
+    # send_timeout): one that stopped reading would otherwise hold it, and the exchange writing to it, for ever.
+    send_timeout: float = Field(60.0, gt=0)
     upstream_connections: int = Field(100, gt=0)
 
 

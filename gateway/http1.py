@@ -551,14 +551,25 @@ class ExchangeProtocol(asyncio.Protocol):
             self._transport.write(data)
 
     async def drain(self) -> None:
+        """Wait until the client has taken enough of what was written; one that takes nothing for the server's
+        `send_timeout` loses the connection (ConnectionResetError), or a client that stops reading would hold its
+        connection and exchange for ever."""
         if self._lost:
             raise ConnectionResetError("the connection was lost")
         if self._write_paused:
-            self._drain_waiter = self._loop.create_future()
+            waiter = self._drain_waiter = self._loop.create_future()
+            expiry = self._loop.call_later(self._server.send_timeout, self._stalled, waiter)
             try:
-                await self._drain_waiter
+                await waiter
             finally:
+                expiry.cancel()
                 self._drain_waiter = None
+
+    def _stalled(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            log.info("client took no answer", seconds=self._server.send_timeout)
+            waiter.set_exception(ConnectionResetError(f"the client took nothing for {self._server.send_timeout:g} s"))
+            self.abort()
 
     def close_after_answer(self) -> None:
         self._closing = True
@@ -668,6 +679,7 @@ class ExchangeServer:
         max_header_count: int = 128,
         max_head_size: int = 32 * 1024,
         body_timeout: float = 30.0,
+        send_timeout: float = 60.0,
     ) -> None:
         self.handler = handler
         self._aiohttp_server = aiohttp_server
@@ -678,6 +690,7 @@ class ExchangeServer:
         self.max_header_count = max_header_count
         self.max_head_size = max_head_size  # a request line and all its fields together
         self.body_timeout = body_timeout  # seconds a request body may pause
+        self.send_timeout = send_timeout  # seconds a client may leave the answer untaken
         self.connections: set[ExchangeProtocol] = set()
         self.stopping = False
         self._all_idle: asyncio.Event | None = None

@@ -116,6 +116,7 @@ class Federation:
     log_dsn: str | None = None
     max_staleness: float = 300.0
     body_timeout: float | None = None  # the node's [limits] body_timeout, where a test wants a short one
+    send_timeout: float | None = None  # and its send_timeout
     ca: Issued = field(init=False)
     rogue_ca: Issued = field(init=False)
     parties: dict[str, Party] = field(init=False)
@@ -196,6 +197,11 @@ class Federation:
         await self.node.register_source.refresh()
 
     # --- the node --------------------------------------------------------------------------------------------
+    def _limits(self) -> str:
+        limits = {"body_timeout": self.body_timeout, "send_timeout": self.send_timeout}
+        lines = [f"{key} = {value}" for key, value in limits.items() if value is not None]
+        return "\n[limits]\n" + "\n".join(lines) + "\n" if lines else ""
+
     def write_config(self, upstream: str) -> Path:
         redis = f'\n[redis]\nurl = "{self.redis_url}"\nprefix = "{self.redis_prefix}"\n' if self.redis_url else ""
         store = f'store = "postgresql"\ndsn = "{self.log_dsn}"' if self.log_dsn else 'store = "sqlite"'
@@ -234,7 +240,7 @@ class Federation:
             gebruiksoverzicht = "{upstream}"
             """)
             + redis
-            + (f"\n[limits]\nbody_timeout = {self.body_timeout}\n" if self.body_timeout is not None else "")
+            + self._limits()
         )
         path = self.directory / "node.toml"
         path.write_text(config)

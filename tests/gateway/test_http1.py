@@ -448,3 +448,47 @@ async def test_a_body_streamed_upstream_that_stops_arriving_is_the_clients_408_n
     finally:
         await fed.close()
         await upstream.cleanup()
+
+
+async def test_a_client_that_stops_reading_an_answer_loses_the_connection_after_the_send_timeout(tmp_path: Path):
+    huge = 64 << 20  # far more than the sockets' buffers hold
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        response.content_length = huge
+        await response.prepare(request)
+        piece = b"x" * (1 << 20)
+        try:
+            for _ in range(huge // len(piece)):
+                await response.write(piece)
+        except ConnectionError:
+            pass  # the node hung up on the client, and so on us
+        return response
+
+    app = web.Application()
+    app.router.add_put("/v1/progress/{id}", streamed)
+    upstream = web.AppRunner(app, access_log=None)
+    await upstream.setup()
+    await web.TCPSite(upstream, "127.0.0.1", 0).start()
+    fed = Federation(tmp_path / "fed", send_timeout=0.5)
+    try:
+        await fed.start(upstream=f"http://127.0.0.1:{upstream.addresses[0][1]}")
+        await fed.activate_demo_schools()
+        token = await fed.client("publisher").token(scope="progress", purpose="b")
+        reader, writer = await connect(fed)
+        writer.write(put(token, record()))
+        await asyncio.sleep(2.0)  # reads nothing: the node's buffers fill and stay full
+        received = 0
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+                received += len(chunk)
+            raise asyncio.IncompleteReadError(b"", None)  # the answer ended short: the node closed the connection
+        writer.close()
+        assert received < huge
+        assert fed.node is not None
+        outcomes = await fed.node.log.records(party_oin=fed.node.oin, decision="allowed", limit=5)
+        assert [s.record.upstream_status for s in outcomes if s.record.kind == "outcome"] == [502]
+    finally:
+        await fed.close()
+        await upstream.cleanup()
