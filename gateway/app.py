@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -256,6 +257,11 @@ async def serve(
     async def exchange(request: Request) -> Answer:
         return await handle_exchange(node, request)
 
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < config.limits.max_connections + 128:
+        log.warning("fewer file descriptors than [limits] max_connections needs, with 128 for the node's own",
+                    descriptors=soft, max_connections=config.limits.max_connections,
+                    remedy="raise the limit (ulimit -n, LimitNOFILE) or lower max_connections")
     exchanges = ExchangeServer(
         exchange,
         runner.server,  # takes over connections that ask for anything but an exchange
@@ -266,6 +272,7 @@ async def serve(
         max_head_size=2 * hard_limit,
         body_timeout=config.limits.body_timeout,
         send_timeout=config.limits.send_timeout,
+        max_connections=config.limits.max_connections,
     )
     site = ExchangeSite(
         runner,

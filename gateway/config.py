@@ -123,6 +123,9 @@ class LimitsSection(_Section):
     # A client that takes nothing of an answer for this long loses the connection (the exchange port; nginx's
     # send_timeout): one that stopped reading would otherwise hold it, and the exchange writing to it, for ever.
     send_timeout: float = Field(60.0, gt=0)
+    # Client connections open at once on the exchange port; one more is closed as it arrives, so that clients cannot
+    # take the descriptors the node needs for its log, its upstreams and its register.
+    max_connections: int = Field(1024, gt=0)
     upstream_connections: int = Field(100, gt=0)
 
 

@@ -316,6 +316,15 @@ class ExchangeProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's SSL transport is one, not a subclass
+        if len(self._server.connections) >= self._server.max_connections:
+            # Full: the descriptors left are the node's own (the log, the upstreams, the register), not a client's.
+            turned_away = self._server.turned_away = self._server.turned_away + 1
+            if turned_away & (turned_away - 1) == 0:  # the 1st, 2nd, 4th, 8th...: said, not flooded
+                log.warning("connections refused: too many open", limit=self._server.max_connections,
+                            refused_so_far=turned_away)
+            self._lost = True
+            self._transport.abort()
+            return
         self._server.connections.add(self)
         self._idle_timer = self._loop.call_later(KEEPALIVE, self._idle_check)
 
@@ -680,6 +689,7 @@ class ExchangeServer:
         max_head_size: int = 32 * 1024,
         body_timeout: float = 30.0,
         send_timeout: float = 60.0,
+        max_connections: int = 1024,
     ) -> None:
         self.handler = handler
         self._aiohttp_server = aiohttp_server
@@ -691,6 +701,8 @@ class ExchangeServer:
         self.max_head_size = max_head_size  # a request line and all its fields together
         self.body_timeout = body_timeout  # seconds a request body may pause
         self.send_timeout = send_timeout  # seconds a client may leave the answer untaken
+        self.max_connections = max_connections  # open client connections; one more is closed at once
+        self.turned_away = 0
         self.connections: set[ExchangeProtocol] = set()
         self.stopping = False
         self._all_idle: asyncio.Event | None = None

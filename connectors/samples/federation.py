@@ -117,6 +117,7 @@ class Federation:
     max_staleness: float = 300.0
     body_timeout: float | None = None  # the node's [limits] body_timeout, where a test wants a short one
     send_timeout: float | None = None  # and its send_timeout
+    max_connections: int | None = None  # and its max_connections
     ca: Issued = field(init=False)
     rogue_ca: Issued = field(init=False)
     parties: dict[str, Party] = field(init=False)
@@ -198,7 +199,8 @@ class Federation:
 
     # --- the node --------------------------------------------------------------------------------------------
     def _limits(self) -> str:
-        limits = {"body_timeout": self.body_timeout, "send_timeout": self.send_timeout}
+        limits = {"body_timeout": self.body_timeout, "send_timeout": self.send_timeout,
+                  "max_connections": self.max_connections}
         lines = [f"{key} = {value}" for key, value in limits.items() if value is not None]
         return "\n[limits]\n" + "\n".join(lines) + "\n" if lines else ""
 

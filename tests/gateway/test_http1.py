@@ -492,3 +492,33 @@ async def test_a_client_that_stops_reading_an_answer_loses_the_connection_after_
     finally:
         await fed.close()
         await upstream.cleanup()
+
+
+async def test_a_connection_past_max_connections_is_closed_at_once_and_one_is_taken_again_when_a_place_frees(
+    tmp_path: Path,
+):
+    fed = Federation(tmp_path / "fed", max_connections=2)
+    try:
+        await fed.start()
+        await fed.activate_demo_schools()
+        client = fed.client("publisher")
+        token = await client.token(scope="progress", purpose="b")
+        await client.close()  # its kept-alive connection would hold one of the two places
+        await asyncio.sleep(0.1)
+        held = [await connect(fed) for _ in range(2)]
+        for reader, writer in held:  # both served: each is one of the two places
+            writer.write(put(token, record()))
+            assert (await read_answer(reader))[0] == 201
+        reader, writer = await connect(fed)  # the TLS handshake completes; then the node hangs up
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        held[0][1].close()
+        await held[0][1].wait_closed()
+        await asyncio.sleep(0.1)
+        reader, writer = await connect(fed)
+        writer.write(put(token, record()))
+        assert (await read_answer(reader))[0] == 201
+        writer.close()
+        held[1][1].close()
+    finally:
+        await fed.close()
