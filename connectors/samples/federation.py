@@ -8,7 +8,8 @@ from __future__ import annotations
 import ssl
 import textwrap
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -378,6 +379,16 @@ class Federation:
                 processing_agreement=agreement,
             )
         return f"http://127.0.0.1:{self.outbound.port}"
+
+    @asynccontextmanager
+    async def running(self, *, upstream: str | None = None) -> AsyncIterator[Federation]:
+        """Started (see `start`) with the demo schools' activations, and closed on leaving."""
+        try:
+            await self.start(upstream=upstream)
+            await self.activate_demo_schools()
+            yield self
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         if self.outbound is not None:

@@ -8,7 +8,9 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -18,6 +20,7 @@ from connectors.samples.federation import SCHOOL, Federation
 from connectors.samples.publisher import progress_record
 from gateway.demo import eck_id
 from gateway.http1 import Request, node_paths_of
+from tests.gateway.upstreams import aiohttp_upstream
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -72,6 +75,15 @@ async def connect(federation: Federation) -> tuple[asyncio.StreamReader, asyncio
     assert federation.served is not None
     context = federation.trust(federation.parties["publisher"].identity)
     return await asyncio.open_connection("127.0.0.1", federation.served.port, ssl=context)
+
+
+@asynccontextmanager
+async def behind(tmp_path: Path, routes: list[web.RouteDef], **settings: Any) -> AsyncIterator[Federation]:
+    """A running federation (with `settings`) whose node forwards to an aiohttp upstream serving `routes`."""
+    async with aiohttp_upstream(routes) as (base, _), Federation(tmp_path / "fed", **settings).running(
+        upstream=base
+    ) as fed:
+        yield fed
 
 
 async def test_pipelined_exchanges_on_one_connection_are_answered_in_order(federation: Federation, token: str):
@@ -258,19 +270,8 @@ async def big_answers(tmp_path: Path) -> AsyncIterator[Federation]:
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_put("/v1/progress/{id}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    fed = Federation(tmp_path / "fed")
-    await fed.start(upstream=f"http://127.0.0.1:{runner.addresses[0][1]}")
-    await fed.activate_demo_schools()
-    try:
+    async with behind(tmp_path, [web.put("/v1/progress/{id}", answer)]) as fed:
         yield fed
-    finally:
-        await fed.close()
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("prefix", ["L", "C"], ids=["content-length", "chunked"])
@@ -366,13 +367,8 @@ async def test_an_http_1_0_client_gets_its_answer_and_the_connection_closes(fede
 @pytest.fixture
 async def impatient(tmp_path: Path) -> AsyncIterator[Federation]:
     """The federation with a node that waits 0.3 s for the next part of a request body."""
-    fed = Federation(tmp_path / "fed", body_timeout=0.3)
-    await fed.start()
-    await fed.activate_demo_schools()
-    try:
+    async with Federation(tmp_path / "fed", body_timeout=0.3).running() as fed:
         yield fed
-    finally:
-        await fed.close()
 
 
 async def test_an_exchange_body_that_stops_arriving_is_refused_with_408_and_logged(impatient: Federation):
@@ -390,32 +386,31 @@ async def test_an_exchange_body_that_stops_arriving_is_refused_with_408_and_logg
     assert stored.record.http_status == 408
 
 
-async def test_a_token_request_that_stops_arriving_is_refused_with_408_in_the_oauth_format(impatient: Federation):
-    reader, writer = await connect(impatient)
-    writer.write(b"POST /oauth2/token HTTP/1.1\r\nHost: node\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                 b"Content-Length: 400\r\n\r\ngrant_type=client_credentials&client_assertion_type=")
+async def answer_to_half(fed: Federation, path: str, content_type: str, start: bytes) -> tuple[int, bytes]:
+    """The answer to a POST to the node's `path` that declares 400 bytes of body and sends only `start`."""
+    reader, writer = await connect(fed)  # the publisher's certificate
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: node\r\nContent-Type: {content_type}\r\n"
+                 "Content-Length: 400\r\n\r\n".encode() + start)
     status, _, body = await read_answer(reader)
     writer.close()
+    return status, body
+
+
+async def test_a_token_request_that_stops_arriving_is_refused_with_408_in_the_oauth_format(impatient: Federation):
+    form = "application/x-www-form-urlencoded"
+    status, body = await answer_to_half(impatient, "/oauth2/token", form, b"grant_type=client_credentials&")
     assert status == 408
     assert json.loads(body)["error"] == "invalid_request" and "within 0.3 s" in json.loads(body)["error_description"]
 
 
 async def test_a_consent_request_that_stops_arriving_is_refused_with_408_in_the_edu_v_format(impatient: Federation):
-    reader, writer = await connect(impatient)  # the publisher's certificate: a participant asking for activation
-    writer.write(b"POST /consent/v1/requests HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
-                 b'Content-Length: 400\r\n\r\n{"api": "leermateriaalgebruik", ')
-    status, _, body = await read_answer(reader)
-    writer.close()
+    status, body = await answer_to_half(impatient, "/consent/v1/requests", "application/json", b'{"api": "le')
     assert status == 408 and json.loads(body) == {
         "status": "0099", "statusMessage": "the request body did not arrive within 0.3 s"}
 
 
 async def test_a_portal_form_that_stops_arriving_is_refused_with_408(impatient: Federation):
-    reader, writer = await connect(impatient)
-    writer.write(b"POST /portal/login HTTP/1.1\r\nHost: node\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                 b"Content-Length: 400\r\n\r\ncsrf=abc&email=")
-    status, _, body = await read_answer(reader)
-    writer.close()
+    status, body = await answer_to_half(impatient, "/portal/login", "application/x-www-form-urlencoded", b"csrf=abc&")
     assert status == 408 and b"the form did not arrive within 0.3 s" in body
 
 
@@ -427,15 +422,7 @@ async def test_a_body_streamed_upstream_that_stops_arriving_is_the_clients_408_n
         await request.read()
         return web.json_response({"school": SCHOOL, "records": []})
 
-    app = web.Application()
-    app.router.add_get("/v1/usage", whole_body_first)
-    upstream = web.AppRunner(app)
-    await upstream.setup()
-    await web.TCPSite(upstream, "127.0.0.1", 0).start()
-    fed = Federation(tmp_path / "fed", body_timeout=0.3)
-    try:
-        await fed.start(upstream=f"http://127.0.0.1:{upstream.addresses[0][1]}")
-        await fed.activate_demo_schools()
+    async with behind(tmp_path, [web.get("/v1/usage", whole_body_first)], body_timeout=0.3) as fed:
         token = await fed.client("reader").token(scope="eduv.usage", purpose="d")
         assert fed.served is not None
         context = fed.trust(fed.parties["reader"].identity)
@@ -445,9 +432,6 @@ async def test_a_body_streamed_upstream_that_stops_arriving_is_the_clients_408_n
         status, _, body = await read_answer(reader)
         writer.close()
         assert status == 408 and json.loads(body)["statusMessage"] == "no part of the request body arrived for 0.3 s"
-    finally:
-        await fed.close()
-        await upstream.cleanup()
 
 
 async def test_a_client_that_stops_reading_an_answer_loses_the_connection_after_the_send_timeout(tmp_path: Path):
@@ -466,15 +450,7 @@ async def test_a_client_that_stops_reading_an_answer_loses_the_connection_after_
             pass  # the node hung up on the client, and so on us
         return response
 
-    app = web.Application()
-    app.router.add_put("/v1/progress/{id}", streamed)
-    upstream = web.AppRunner(app, access_log=None)
-    await upstream.setup()
-    await web.TCPSite(upstream, "127.0.0.1", 0).start()
-    fed = Federation(tmp_path / "fed", send_timeout=0.5)
-    try:
-        await fed.start(upstream=f"http://127.0.0.1:{upstream.addresses[0][1]}")
-        await fed.activate_demo_schools()
+    async with behind(tmp_path, [web.put("/v1/progress/{id}", streamed)], send_timeout=0.5) as fed:
         token = await fed.client("publisher").token(scope="progress", purpose="b")
         reader, writer = await connect(fed)
         writer.write(put(token, record()))
@@ -489,18 +465,12 @@ async def test_a_client_that_stops_reading_an_answer_loses_the_connection_after_
         assert fed.node is not None
         outcomes = await fed.node.log.records(party_oin=fed.node.oin, decision="allowed", limit=5)
         assert [s.record.upstream_status for s in outcomes if s.record.kind == "outcome"] == [502]
-    finally:
-        await fed.close()
-        await upstream.cleanup()
 
 
 async def test_a_connection_past_max_connections_is_closed_at_once_and_one_is_taken_again_when_a_place_frees(
     tmp_path: Path,
 ):
-    fed = Federation(tmp_path / "fed", max_connections=2)
-    try:
-        await fed.start()
-        await fed.activate_demo_schools()
+    async with Federation(tmp_path / "fed", max_connections=2).running() as fed:
         client = fed.client("publisher")
         token = await client.token(scope="progress", purpose="b")
         await client.close()  # its kept-alive connection would hold one of the two places
@@ -520,5 +490,3 @@ async def test_a_connection_past_max_connections_is_closed_at_once_and_one_is_ta
         assert (await read_answer(reader))[0] == 201
         writer.close()
         held[1][1].close()
-    finally:
-        await fed.close()

@@ -14,7 +14,7 @@ from joserfc.jwk import ECKey, OctKey
 from connectors.samples.federation import OTHER_SCHOOL, SCHOOL, Federation
 from gateway.config import ConfigError, load_config
 from gateway.portal.web import SESSION_COOKIE
-from tests.portal.client import PortalClient
+from tests.portal.client import Page, PortalClient
 from tests.portal.idp import CLIENT_ID, IdentityProvider, use_provider
 
 
@@ -28,10 +28,20 @@ async def idp() -> AsyncIterator[IdentityProvider]:
         await provider.close()
 
 
-async def oidc_login(fed: Federation) -> tuple[PortalClient, object]:
+async def oidc_login(fed: Federation) -> tuple[PortalClient, Page]:
     client = PortalClient(fed)
     page = await client.get("/portal/oidc/school-idp/login")
     return client, page
+
+
+async def assert_login_refused(fed: Federation, status: int, said: str = "") -> None:
+    """The login ends on an error page with `status` that says `said`, and nobody is logged in."""
+    client, page = await oidc_login(fed)
+    try:
+        assert page.status == status and said in page.text
+        assert client.cookie(SESSION_COOKIE) is None
+    finally:
+        await client.close()
 
 
 async def test_a_school_user_logs_in_with_the_schools_identity_provider(fed: Federation, idp: IdentityProvider):
@@ -101,12 +111,7 @@ async def test_an_id_token_with_a_wrong_claim_is_refused(fed: Federation, idp: I
     use_provider(fed, idp)
     idp.claims = {"organisationMasterIdentifier": SCHOOL}
     idp.tamper = tamper
-    client, page = await oidc_login(fed)
-    try:
-        assert page.status == 403 and "ID token" in page.text
-        assert client.cookie(SESSION_COOKIE) is None
-    finally:
-        await client.close()
+    await assert_login_refused(fed, 403, "ID token")
 
 
 async def test_an_id_token_signed_with_a_key_the_provider_does_not_publish_is_refused(fed: Federation,
@@ -115,11 +120,7 @@ async def test_an_id_token_signed_with_a_key_the_provider_does_not_publish_is_re
     idp.claims = {"organisationMasterIdentifier": SCHOOL}
     idp.published = idp.key  # the JWKS keeps showing this key ...
     idp.key = ECKey.generate_key("P-256", parameters={"kid": "idp-1"})  # ... while tokens are signed with another
-    client, page = await oidc_login(fed)
-    try:
-        assert page.status == 403 and client.cookie(SESSION_COOKIE) is None
-    finally:
-        await client.close()
+    await assert_login_refused(fed, 403)
 
 
 async def test_a_callback_cannot_be_replayed(fed: Federation, idp: IdentityProvider):
@@ -201,24 +202,14 @@ async def test_provider_metadata_past_a_megabyte_is_not_read_and_the_login_page_
                                                                                       idp: IdentityProvider):
     use_provider(fed, idp)
     idp.discovery_extra = {"x-padding": "p" * (1024 * 1024)}
-    client, page = await oidc_login(fed)
-    try:
-        assert page.status == 502 and "answered more than 1048576 bytes" in page.text
-        assert client.cookie(SESSION_COOKIE) is None
-    finally:
-        await client.close()
+    await assert_login_refused(fed, 502, "answered more than 1048576 bytes")
 
 
 async def test_a_provider_offering_only_hmac_id_tokens_logs_nobody_in(fed: Federation, idp: IdentityProvider):
     use_provider(fed, idp)
     idp.claims = {"organisationMasterIdentifier": SCHOOL}
     idp.discovery_extra = {"id_token_signing_alg_values_supported": ["HS256", "none"]}
-    client, page = await oidc_login(fed)
-    try:
-        assert page.status == 403 and "no public-key algorithm" in page.text
-        assert client.cookie(SESSION_COOKIE) is None
-    finally:
-        await client.close()
+    await assert_login_refused(fed, 403, "no public-key algorithm")
 
 
 async def test_an_id_token_signed_hs256_with_a_key_from_the_jwks_is_refused_though_the_metadata_offers_it(
@@ -229,9 +220,4 @@ async def test_an_id_token_signed_hs256_with_a_key_from_the_jwks_is_refused_thou
     shared = OctKey.generate_key(256, parameters={"kid": "shared"})
     idp.discovery_extra = {"id_token_signing_alg_values_supported": ["HS256", "ES256"]}
     idp.extra_keys, idp.signing = [shared], ("HS256", shared)
-    client, page = await oidc_login(fed)
-    try:
-        assert page.status == 403 and "ID token" in page.text
-        assert client.cookie(SESSION_COOKIE) is None
-    finally:
-        await client.close()
+    await assert_login_refused(fed, 403, "ID token")
