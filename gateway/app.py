@@ -273,7 +273,9 @@ async def serve(
         body_timeout=config.limits.body_timeout,
         send_timeout=config.limits.send_timeout,
         max_connections=config.limits.max_connections,
+        on_turned_away=node.metrics.connections_refused.inc,
     )
+    node.metrics.connections.set_function(lambda: len(exchanges.connections))
     site = ExchangeSite(
         runner,
         exchanges,

@@ -319,6 +319,7 @@ class ExchangeProtocol(asyncio.Protocol):
         if len(self._server.connections) >= self._server.max_connections:
             # Full: the descriptors left are the node's own (the log, the upstreams, the register), not a client's.
             turned_away = self._server.turned_away = self._server.turned_away + 1
+            self._server.on_turned_away()
             if turned_away & (turned_away - 1) == 0:  # the 1st, 2nd, 4th, 8th...: said, not flooded
                 log.warning("connections refused: too many open", limit=self._server.max_connections,
                             refused_so_far=turned_away)
@@ -690,6 +691,7 @@ class ExchangeServer:
         body_timeout: float = 30.0,
         send_timeout: float = 60.0,
         max_connections: int = 1024,
+        on_turned_away: Callable[[], None] = lambda: None,
     ) -> None:
         self.handler = handler
         self._aiohttp_server = aiohttp_server
@@ -703,6 +705,7 @@ class ExchangeServer:
         self.send_timeout = send_timeout  # seconds a client may leave the answer untaken
         self.max_connections = max_connections  # open client connections; one more is closed at once
         self.turned_away = 0
+        self.on_turned_away = on_turned_away  # a connection was closed on arrival (for the metrics)
         self.connections: set[ExchangeProtocol] = set()
         self.stopping = False
         self._all_idle: asyncio.Event | None = None

@@ -105,6 +105,14 @@ class Metrics:
         self.log_writable = Gauge(
             "edugate_log_writable", "1 while the exchange log accepts writes", registry=self.registry
         )
+        self.connections = Gauge(
+            "edugate_client_connections", "Client connections open on the exchange port", registry=self.registry
+        )
+        self.connections_refused = Counter(
+            "edugate_client_connections_refused",
+            "Client connections closed on arrival because max_connections were open",
+            registry=self.registry,
+        )
 
     def exchange(self, data_service: str, decision: str, step: str, seconds: float) -> None:
         """Count one exchange and observe its latency."""

@@ -482,6 +482,9 @@ async def test_a_connection_past_max_connections_is_closed_at_once_and_one_is_ta
         reader, writer = await connect(fed)  # the TLS handshake completes; then the node hangs up
         assert await asyncio.wait_for(reader.read(), 10) == b""
         writer.close()
+        assert fed.node is not None
+        metrics = fed.node.metrics.exposition().decode()
+        assert "edugate_client_connections 2.0" in metrics and "edugate_client_connections_refused_total 1.0" in metrics
         held[0][1].close()
         await held[0][1].wait_closed()
         await asyncio.sleep(0.1)
