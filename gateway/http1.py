@@ -285,6 +285,7 @@ class ExchangeProtocol(asyncio.Protocol):
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._lingering: asyncio.TimerHandle | None = None  # after a refusal: closes once the client pauses
+        self._stall: asyncio.TimerHandle | None = None  # while writing is paused: ends a client that reads nothing
         # llhttp keeps a header field or request-target it has not seen the end of, and the limits on those are
         # checked once they end: so the packets that arrive wholly inside a head are counted as they come, or one
         # endless field would fill memory. (The complete fields are bounded by their own size and count.)
@@ -363,6 +364,8 @@ class ExchangeProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._server.connections.discard(self)
+        if self._stall is not None:
+            self._stall.cancel()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         lost = ConnectionResetError("the connection was lost")
@@ -379,11 +382,22 @@ class ExchangeProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        # A client that takes nothing for `send_timeout` loses the connection, whoever writes to it (an exchange's
+        # answer here, or aiohttp's on a handed-over connection): else one that stopped reading would hold it for ever.
+        self._stall = self._loop.call_later(self._server.send_timeout, self._stalled)
         if self._bridge is not None and self._bridge.started:
             self._bridge.handler.pause_writing()
 
+    def _stalled(self) -> None:
+        self._stall = None
+        log.info("client took no answer", seconds=self._server.send_timeout)
+        self.abort()
+
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -561,25 +575,16 @@ class ExchangeProtocol(asyncio.Protocol):
             self._transport.write(data)
 
     async def drain(self) -> None:
-        """Wait until the client has taken enough of what was written; one that takes nothing for the server's
-        `send_timeout` loses the connection (ConnectionResetError), or a client that stops reading would hold its
-        connection and exchange for ever."""
+        """Wait until the client has taken enough of what was written (ConnectionResetError if it is lost first,
+        as after `send_timeout`)."""
         if self._lost:
             raise ConnectionResetError("the connection was lost")
         if self._write_paused:
-            waiter = self._drain_waiter = self._loop.create_future()
-            expiry = self._loop.call_later(self._server.send_timeout, self._stalled, waiter)
+            self._drain_waiter = self._loop.create_future()
             try:
-                await waiter
+                await self._drain_waiter
             finally:
-                expiry.cancel()
                 self._drain_waiter = None
-
-    def _stalled(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
-            log.info("client took no answer", seconds=self._server.send_timeout)
-            waiter.set_exception(ConnectionResetError(f"the client took nothing for {self._server.send_timeout:g} s"))
-            self.abort()
 
     def close_after_answer(self) -> None:
         self._closing = True
