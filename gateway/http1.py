@@ -384,7 +384,8 @@ class ExchangeProtocol(asyncio.Protocol):
         self._write_paused = True
         # A client that takes nothing for `send_timeout` loses the connection, whoever writes to it (an exchange's
         # answer here, or aiohttp's on a handed-over connection): else one that stopped reading would hold it for ever.
-        self._stall = self._loop.call_later(self._server.send_timeout, self._stalled)
+        if self._stall is None:
+            self._stall = self._loop.call_later(self._server.send_timeout, self._stalled)
         if self._bridge is not None and self._bridge.started:
             self._bridge.handler.pause_writing()
 
@@ -514,7 +515,10 @@ class ExchangeProtocol(asyncio.Protocol):
                     self._resume_reading()
                 ending = self._closing or not item.keep_alive or not item.content.complete()
                 if ending and not (self._queue and isinstance(self._queue[0], bytes)):  # a refusal still owed
-                    self._close()
+                    if item.content.complete():
+                        self._close()
+                    else:  # answered before its body ended (413, 408, a refusal): the client may still be sending
+                        self._linger()
                     return
         finally:
             self._worker = None

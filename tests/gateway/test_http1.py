@@ -217,6 +217,21 @@ async def test_a_head_that_never_ends_is_refused_once_it_passes_the_bound_and_th
     writer.close()
 
 
+async def test_a_413_reaches_a_client_still_sending_its_oversized_body(federation: Federation, token: str):
+    # Refused on its declared length before its body is read: the node reads on for a moment before it closes,
+    # since a close with unread bytes resets the connection, and the reset can destroy the answer in flight.
+    size = 8 << 20
+    head = (f"PUT /v1/progress/x HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nEdu-Purpose: b\r\nContent-Length: {size}\r\n\r\n").encode()
+    reader, writer = await connect(federation)
+    sending = asyncio.create_task(_send_without_end(writer, head, size))
+    status, _, body = await read_answer(reader)
+    assert status == 413 and json.loads(body)["status"] == "0099"
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    await sending
+    writer.close()
+
+
 async def test_head_gets_the_answer_without_a_body(federation: Federation, token: str):
     reader, writer = await connect(federation)
     writer.write(f"HEAD /v1/progress/x HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
