@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -25,37 +26,46 @@ log = structlog.get_logger("edugate.replay")
 
 
 class ReplayCache(Protocol):
-    async def first_use(self, key: str, expires_at: float) -> bool:
-        """True if `key` was not seen before (and is now remembered until `expires_at`, epoch seconds)."""
+    async def first_use(self, key: str, expires_at: float, *, owner: str = "") -> bool:
+        """True if `key` was not seen before (and is now remembered until `expires_at`, epoch seconds). `owner`
+        (the client the key belongs to) is what a cache may hold each client's share of its room against."""
         ...
 
 
 class ReplayCacheUnavailable(RuntimeError):
-    """The shared replay cache could not be asked; the caller must refuse (fail closed)."""
+    """The replay cache could not remember the key; the caller must refuse (fail closed)."""
+
+
+class ReplayCacheFull(ReplayCacheUnavailable):
+    """No room for the key: the cache is full, or its owner holds the most live keys one owner may."""
 
 
 class InProcessReplayCache:
     """A bounded in-memory replay cache for a single node.
 
-    When `max_entries` live keys are remembered, a new key is refused (`first_use` returns False) instead
-    of evicting a live one: forgetting a live jti would let that assertion be replayed, whereas refusing
-    a fresh one only makes its client retry once older entries expire (within an assertion lifetime,
-    at most a few minutes). Only a flood of validly signed assertions can fill it.
+    When `max_entries` live keys are remembered, a new key is refused (ReplayCacheFull) instead of evicting a
+    live one: forgetting a live jti would let that assertion be replayed, whereas refusing a fresh one only makes
+    its client retry once older entries expire (within an assertion lifetime, at most a few minutes). Only a
+    flood of validly signed assertions can fill it, and one owner may hold no more than `max_per_owner` of it,
+    so one certified client's flood cannot refuse every other client its tokens.
     """
 
-    def __init__(self, max_entries: int = 100_000, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, max_entries: int = 100_000, *, max_per_owner: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._max_entries = max_entries
+        self._max_per_owner = max_per_owner if max_per_owner is not None else max(1, max_entries // 20)
         self._clock = clock
-        self._expiry: dict[str, float] = {}
+        self._expiry: dict[str, tuple[float, str]] = {}  # key -> (expires_at, owner)
+        self._owners: Counter[str] = Counter()  # live keys per owner
         self._heap: list[tuple[float, str]] = []  # (expires_at, key): the next to expire on top
 
     def __len__(self) -> int:
         self._purge(self._clock())
         return len(self._expiry)
 
-    async def first_use(self, key: str, expires_at: float) -> bool:
+    async def first_use(self, key: str, expires_at: float, *, owner: str = "") -> bool:
         now = self._clock()
         self._purge(now)
         if key in self._expiry:
@@ -64,16 +74,26 @@ class InProcessReplayCache:
             return True  # already past its expiry: nothing left to protect, so nothing to remember
         if len(self._expiry) >= self._max_entries:
             log.warning("replay_cache_full", max_entries=self._max_entries)
-            return False
-        self._expiry[key] = expires_at
+            raise ReplayCacheFull(f"the replay cache holds its {self._max_entries} unexpired assertions")
+        if self._owners[owner] >= self._max_per_owner:
+            log.warning("replay_cache_owner_full", owner=owner, max_per_owner=self._max_per_owner)
+            raise ReplayCacheFull(f"{owner or 'this client'} has {self._max_per_owner} unexpired assertions, the most "
+                                  "one client may: wait for them to expire")
+        self._expiry[key] = (expires_at, owner)
+        self._owners[owner] += 1
         heapq.heappush(self._heap, (expires_at, key))
         return True
 
     def _purge(self, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:
             expires_at, key = heapq.heappop(self._heap)
-            if self._expiry.get(key) == expires_at:
+            held = self._expiry.get(key)
+            if held is not None and held[0] == expires_at:
                 del self._expiry[key]
+                owner = held[1]
+                self._owners[owner] -= 1
+                if not self._owners[owner]:
+                    del self._owners[owner]
 
 
 class RedisReplayCache:
@@ -89,7 +109,8 @@ class RedisReplayCache:
     def redis_key(self, key: str) -> str:
         return f"{self._prefix}:replay:{key}"
 
-    async def first_use(self, key: str, expires_at: float) -> bool:
+    async def first_use(self, key: str, expires_at: float, *, owner: str = "") -> bool:
+        # Shared by the nodes and bounded by Redis's own memory: no per-owner share here.
         # PXAT must be positive; a time in the past makes Redis store and drop the key at once.
         at_ms = max(math.ceil(expires_at * 1000), 1)
         try:

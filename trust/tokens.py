@@ -350,7 +350,9 @@ class ClientAssertionVerifier:
         jti = _str_claim(claims, "jti", "invalid_client")
         expires_at = _int_claim(claims, "exp", "invalid_client")
         try:
-            first = await self._replay.first_use(f"assertion:{client_id}:{jti}", expires_at + self.leeway)
+            first = await self._replay.first_use(
+                f"assertion:{client_id}:{jti}", expires_at + self.leeway, owner=client_id
+            )
         except ReplayCacheUnavailable as exc:
             message = f"cannot check the assertion for replay, so it is refused: {exc}"
             raise TokenRejected(message, "invalid_client") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 import time
@@ -13,7 +14,7 @@ import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from connectors.replay import InProcessReplayCache, RedisReplayCache, ReplayCacheUnavailable
+from connectors.replay import InProcessReplayCache, RedisReplayCache, ReplayCacheFull, ReplayCacheUnavailable
 
 
 class Clock:
@@ -55,10 +56,11 @@ async def test_a_key_already_past_its_expiry_is_not_remembered() -> None:
 
 async def test_a_full_cache_refuses_new_keys_rather_than_forget_live_ones() -> None:
     clock = Clock()
-    cache = InProcessReplayCache(max_entries=2, clock=clock)
+    cache = InProcessReplayCache(max_entries=2, max_per_owner=2, clock=clock)
     assert await cache.first_use("a", 1_800_000_010)
     assert await cache.first_use("b", 1_800_000_020)
-    assert not await cache.first_use("c", 1_800_000_030)  # full: refused, not evicting a or b
+    with pytest.raises(ReplayCacheFull, match="holds its 2 unexpired"):
+        await cache.first_use("c", 1_800_000_030)  # full: refused, not evicting a or b
     assert not await cache.first_use("a", 1_800_000_010)  # and a is still known as used
     clock.now = 1_800_000_010  # a expires, making room
     assert await cache.first_use("c", 1_800_000_030)
@@ -68,8 +70,23 @@ async def test_a_full_cache_refuses_new_keys_rather_than_forget_live_ones() -> N
 async def test_the_in_process_cache_holds_no_more_than_its_bound() -> None:
     clock = Clock()
     cache = InProcessReplayCache(max_entries=100, clock=clock)
-    accepted = [await cache.first_use(f"k{i}", clock.now + 60) for i in range(150)]
-    assert accepted.count(True) == 100 and len(cache) == 100
+    accepted = 0
+    for i in range(150):
+        with contextlib.suppress(ReplayCacheFull):
+            accepted += await cache.first_use(f"k{i}", clock.now + 60, owner=f"client-{i % 30}")
+    assert accepted == 100 and len(cache) == 100
+
+
+async def test_one_client_holds_no_more_than_its_share_and_cannot_refuse_the_others_their_tokens() -> None:
+    clock = Clock()
+    cache = InProcessReplayCache(max_entries=100, clock=clock)  # a share of 100 // 20 = 5
+    for i in range(5):
+        assert await cache.first_use(f"assertion:flood:{i}", clock.now + 60, owner="flood")
+    with pytest.raises(ReplayCacheFull, match="flood has 5 unexpired assertions, the most one client may"):
+        await cache.first_use("assertion:flood:5", clock.now + 60, owner="flood")
+    assert await cache.first_use("assertion:other:1", clock.now + 60, owner="other")
+    clock.now += 60  # the flood's assertions expire, and its share with them
+    assert await cache.first_use("assertion:flood:6", clock.now + 60, owner="flood")
 
 
 # --- Redis (the real server on 127.0.0.1:6379) -----------------------------------------------------------------

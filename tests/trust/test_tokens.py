@@ -340,7 +340,8 @@ def peer(ca: Issued, publisher_cert: Issued, federation: Federation, now: dateti
 
 
 def _verifier(replay: ReplayCache | None = None, **settings: Any) -> ClientAssertionVerifier:
-    return ClientAssertionVerifier(audience=TOKEN_ENDPOINT, replay=replay or InProcessReplayCache(), **settings)
+    cache = replay if replay is not None else InProcessReplayCache()  # an empty cache is falsy (its len is 0)
+    return ClientAssertionVerifier(audience=TOKEN_ENDPOINT, replay=cache, **settings)
 
 
 def _assertion(key: Any, kid: str | None = "pub-1", client_id: str = "publisher-app", **settings: Any) -> str:
@@ -396,6 +397,16 @@ async def test_a_replayed_assertion_is_refused(federation: Federation, peer: Pee
     with pytest.raises(TokenRejected, match="was already used") as refused:
         await verifier.verify(assertion, peer=peer, register=register)
     assert refused.value.error == "invalid_client"
+
+
+async def test_a_client_past_its_share_of_the_replay_cache_is_refused_as_such_not_as_a_replay(
+    federation: Federation, peer: PeerIdentity
+) -> None:
+    verifier, register = _verifier(InProcessReplayCache(max_entries=40)), federation.register()  # a share of 2
+    for _ in range(2):
+        await verifier.verify(_assertion(federation.publisher_key), peer=peer, register=register)
+    with pytest.raises(TokenRejected, match="publisher-app has 2 unexpired assertions, the most one client may"):
+        await verifier.verify(_assertion(federation.publisher_key), peer=peer, register=register)
 
 
 async def test_a_new_assertion_with_a_used_jti_is_refused(federation: Federation, peer: PeerIdentity) -> None:
