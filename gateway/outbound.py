@@ -406,7 +406,7 @@ def _issued_token(receiver: str, status: int, raw: bytes | None) -> tuple[str, f
         )
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # 64 KiB of brackets nest past the interpreter's limit
         body = None
     if not isinstance(body, dict):
         if status == 200:

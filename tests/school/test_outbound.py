@@ -274,6 +274,7 @@ async def sending_to_stand_in(tmp_path: Path) -> AsyncIterator[tuple[Sending, To
         (b'{"access_token": "' + b"a" * 70_000 + b'"}', "answered more than 65536 bytes"),
         (b"<html>token service down</html>", "answered no JSON object"),
         (b'["abc"]', "answered no JSON object"),
+        (b"[" * 60_000, "answered no JSON object"),
         (b'{"access_token": "abc\\r\\nX-Injected: 1", "expires_in": 60}', "not a bearer token"),
         (b'{"access_token": "two words", "expires_in": 60}', "not a bearer token"),
         (b'{"access_token": "abc", "expires_in": "soon"}', "expires_in 'soon'"),
