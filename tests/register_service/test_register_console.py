@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -10,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from register_fixtures import OIN_PUBLISHER, Clock, seed
+from yarl import URL
 
 from trust.register_service.accounts import OperatorAccounts, OperatorRole
 from trust.register_service.store import RegisterStore
@@ -230,3 +232,15 @@ async def test_logging_out_ends_the_session(console: Console) -> None:
     await console.http.post(f"{console.url}/console/logout", data={"csrf": token})
     async with console.http.get(f"{console.url}/console", allow_redirects=False) as response:
         assert response.status == 303
+
+
+async def test_a_form_that_stops_arriving_is_refused_with_408(console_service: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("trust.register_service.console.FORM_TIMEOUT", 0.3)
+    url = URL(console_service.url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(b"POST /console/login HTTP/1.1\r\nHost: register\r\n"
+                 b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 400\r\n\r\ncsrf=abc&username=")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408 ")

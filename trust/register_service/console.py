@@ -7,6 +7,7 @@ so it is recorded in the history with the operator's name.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
@@ -32,6 +33,7 @@ SECURE = web.AppKey("secure_cookies", bool)
 SERVICES = web.AppKey("data_services", tuple)  # data-service names offered when granting keurmerken
 
 LOGIN_CSRF_COOKIE = "edugate_login_csrf"
+FORM_TIMEOUT = 30.0  # seconds a form (an upload included) may take to arrive; a trickled one is refused (408)
 
 
 def session_cookie(request: web.Request) -> str:
@@ -67,6 +69,17 @@ def _csrf_refused(request: web.Request, session: Session | None) -> web.Response
 
 # ---- login and logout --------------------------------------------------------------------------------
 
+async def _posted(request: web.Request) -> MultiDictProxy[Any]:
+    """The request's form, or 408 when it has not arrived within FORM_TIMEOUT: a client that trickles a form
+    would hold its connection as long as it liked."""
+    try:
+        async with asyncio.timeout(FORM_TIMEOUT):
+            return await request.post()
+    except TimeoutError:
+        log.warning("console form timed out", path=request.path, peer=request.remote)
+        raise web.HTTPRequestTimeout(text=f"the form did not arrive within {FORM_TIMEOUT:g} s") from None
+
+
 async def login_form(request: web.Request, *, error: str | None = None, status: int = 200) -> web.Response:
     token = secrets.token_urlsafe(32)
     response = render(request, "console_login.html", status=status, session=None, saved=None, csrf=token,
@@ -77,7 +90,7 @@ async def login_form(request: web.Request, *, error: str | None = None, status: 
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await _posted(request)
     if not _same(_text(form, "csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
         return _csrf_refused(request, None)
     username = (_text(form, "username") or "")[:64]
@@ -101,7 +114,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     session = await require_session(request)
-    form = await request.post()
+    form = await _posted(request)
     if not _same(_text(form, "csrf"), session.csrf):
         return _csrf_refused(request, session)
     await request.app[ACCOUNTS].end_session(request.cookies[session_cookie(request)])
@@ -347,7 +360,7 @@ async def _import(store: RegisterStore, _: OperatorAccounts, form: Form, actor: 
         raise RegisterChangeRefused("choose an export file to import")
     try:
         data = json.loads(upload.file.read())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what the interpreter holds
         raise RegisterChangeRefused(f"the file is not JSON: {exc}") from exc
     return await store.import_register(data, actor=actor), "/console/data"
 
@@ -386,7 +399,7 @@ async def act(request: web.Request) -> web.Response:
     action = ACTIONS.get(request.match_info["action"])
     if action is None:
         raise web.HTTPNotFound(text="no such action")
-    form = await request.post()
+    form = await _posted(request)
     if not _same(_text(form, "csrf"), session.csrf):
         return _csrf_refused(request, session)
     operator: Operator = session.operator
