@@ -101,6 +101,8 @@ def _header(token: str, error: str) -> dict[str, Any]:
         header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
     except (ValueError, binascii.Error) as exc:
         raise TokenRejected(f"malformed JWT header: {exc}", error) from exc
+    except RecursionError as exc:  # JSON nested deeper than the interpreter follows: no header of ours
+        raise TokenRejected("malformed JWT header: nested too deeply", error) from exc
     if not isinstance(header, dict):
         raise TokenRejected("malformed JWT header: not a JSON object", error)
     for name in FORBIDDEN_HEADERS:

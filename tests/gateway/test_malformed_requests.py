@@ -4,6 +4,7 @@ plain-text error), nothing ambiguous reaches the offered API, and each is on rec
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import random
@@ -135,6 +136,15 @@ async def test_a_raw_byte_outside_ascii_in_the_token_is_refused_as_a_malformed_t
     answer = await exchange(federation, request(token, json.dumps(record()).encode(), headers=fields))
     message = assert_edu_v(answer, 401, "0099")
     assert "malformed JWT: not ASCII" in message and 'error="invalid_token"' in answer[1]["www-authenticate"]
+
+
+async def test_a_token_whose_header_nests_past_the_recursion_limit_is_a_401_not_a_node_failure(
+    federation: Federation, token: str
+):
+    nested = base64.urlsafe_b64encode(b"[" * 5000).rstrip(b"=")
+    fields = [*standard(token)[:3], (b"Authorization", b"Bearer " + nested + b".e30.c2ln")]
+    answer = await exchange(federation, request(token, json.dumps(record()).encode(), headers=fields))
+    assert "malformed JWT header: nested too deeply" in assert_edu_v(answer, 401, "0099")
 
 
 @pytest.mark.parametrize(

@@ -297,6 +297,16 @@ def test_a_token_with_text_outside_ascii_is_refused_as_malformed(where: int, cha
         issuer.verify(".".join(parts), now=1_800_000_001)
 
 
+def _nested(depth: int) -> str:
+    """The base64url of JSON nested `depth` arrays deep: deeper than the interpreter's recursion limit."""
+    return base64.urlsafe_b64encode(b"[" * depth).rstrip(b"=").decode()
+
+
+def test_a_token_whose_header_nests_past_the_recursion_limit_is_refused_as_malformed() -> None:
+    with pytest.raises(TokenRejected, match="malformed JWT header: nested too deeply"):
+        _issuer().verify(f"{_nested(5000)}.e30.c2ln", now=1_800_000_001)
+
+
 # --- client assertions ----------------------------------------------------------------------------------------
 
 
@@ -791,3 +801,12 @@ async def test_a_cached_jwks_is_fetched_again_after_its_ttl(
         moment[0] = 300.0
         await verifier.verify(_remote_assertion(remote_key, "remote-1"), peer=peer, register=register)
     assert jwks_server.hits == 2
+
+
+async def test_a_client_assertion_whose_payload_nests_past_the_recursion_limit_is_refused(
+    federation: Federation, peer: PeerIdentity
+) -> None:
+    header = base64.urlsafe_b64encode(b'{"alg": "ES256", "kid": "pub-1"}').rstrip(b"=").decode()
+    with pytest.raises(TokenRejected, match=r"malformed client assertion: .*recursion") as refused:
+        await _verifier().verify(f"{header}.{_nested(5000)}.c2ln", peer=peer, register=federation.register())
+    assert refused.value.error == "invalid_client"
