@@ -243,7 +243,7 @@ class JwksFetcher:
             raise JwksUnavailable(f"jwks_uri {url} sent more than {self._max_bytes} bytes")
         try:
             document = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the interpreter follows
             raise JwksUnavailable(f"jwks_uri {url} did not return JSON: {exc}") from exc
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise JwksUnavailable(f"jwks_uri {url} did not return a JWKS (an object with a keys list)")

@@ -640,6 +640,7 @@ class JwksServer:
     keys: list[dict[str, Any]]
     status: int = 200
     hits: int = 0
+    raw: bytes | None = None  # served instead of the keys when set
 
 
 @pytest.fixture
@@ -652,6 +653,8 @@ async def jwks_server(ca: Issued, tmp_path: Path) -> AsyncIterator[JwksServer]:
 
     async def serve(_: web.Request) -> web.Response:
         state.hits += 1
+        if state.raw is not None:
+            return web.Response(body=state.raw, status=state.status, content_type="application/json")
         return web.json_response({"keys": state.keys}, status=state.status)
 
     app = web.Application()
@@ -757,6 +760,19 @@ async def test_an_oversized_jwks_document_is_refused(
         with pytest.raises(TokenRejected, match="sent more than 1024 bytes"):
             await _verifier(jwks=fetcher).verify(
                 _remote_assertion(remote_key, "k1"), peer=peer, register=federation.register()
+            )
+
+
+async def test_a_jwks_document_nested_past_the_recursion_limit_is_refused_not_a_crash(
+    ca: Issued, federation: Federation, peer: PeerIdentity, jwks_server: JwksServer
+) -> None:
+    jwks_server.raw = b"[" * 5000
+    federation.jwks_uri = jwks_server.url
+    async with JwksFetcher(ssl=_trusting(ca)) as fetcher:
+        with pytest.raises(TokenRejected, match="did not return JSON"):
+            await _verifier(jwks=fetcher).verify(
+                _remote_assertion(ec.generate_private_key(ec.SECP256R1()), "k1"), peer=peer,
+                register=federation.register(),
             )
 
 
