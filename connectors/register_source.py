@@ -331,7 +331,7 @@ class RegisterSource:
     async def _heartbeat(self, data: str) -> None:
         try:
             serial = int(json.loads(data)["serial"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # a heartbeat that says nothing usable
             return
         if serial == self.holder.serial:
             self.holder.touch()
