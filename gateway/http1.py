@@ -433,8 +433,9 @@ class ExchangeProtocol(asyncio.Protocol):
         if parser.get_http_version() not in ("1.0", "1.1"):  # llhttp takes a request line without one as HTTP/0.9
             raise _RefusedHead(f"HTTP/{parser.get_http_version()} is not served here, only HTTP/1.1 and 1.0")
         raw_headers = tuple(self._raw_headers)
+        chunked = _chunked(raw_headers)
         if self._bridge is not None or not self._server.serves_here(raw_path):
-            self._to_aiohttp(method, raw_headers)
+            self._to_aiohttp(method, raw_headers, chunked)
             return
         headers = CIMultiDictProxy(
             CIMultiDict(
@@ -443,7 +444,7 @@ class ExchangeProtocol(asyncio.Protocol):
         )
         declared = headers.get("Content-Length")
         length = int(declared) if declared is not None else None  # llhttp let only digits through
-        body_exists = _chunked(raw_headers) or bool(length)
+        body_exists = chunked or bool(length)
         continue_wanted = body_exists and headers.get("Expect", "").lower() == "100-continue"
         body = BodyStream(self, continue_wanted=continue_wanted)
         self._body = body
@@ -482,7 +483,7 @@ class ExchangeProtocol(asyncio.Protocol):
 
     # handing over to aiohttp --------------------------------------------------------------------------------
 
-    def _to_aiohttp(self, method: str, raw_headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    def _to_aiohttp(self, method: str, raw_headers: tuple[tuple[bytes, bytes], ...], chunked: bool) -> None:
         if self._bridge is None:
             self._bridge = _Bridge(self._server.aiohttp_handler())
             if self._idle_timer is not None:
@@ -492,7 +493,7 @@ class ExchangeProtocol(asyncio.Protocol):
         head = [b"%b %b HTTP/%b\r\n" % (method.encode("ascii"), self._url, version.encode("ascii"))]
         head.extend(b"%b: %b\r\n" % (name, value) for name, value in raw_headers)
         head.append(b"\r\n")
-        bridge.chunked = _chunked(raw_headers)
+        bridge.chunked = chunked
         bridge.send(b"".join(head))
         if not self._queue:
             bridge.start(self._transport)  # type: ignore[arg-type]
@@ -810,8 +811,16 @@ def node_paths_of(app: web.Application) -> Callable[[str], bool]:
 
 
 def _chunked(raw_headers: tuple[tuple[bytes, bytes], ...]) -> bool:
-    """Whether the body comes chunked (llhttp has checked the framing; this says which it is)."""
-    return any(name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in raw_headers)
+    """Whether the body comes chunked. A Transfer-Encoding other than one `chunked` is refused (RFC 9112 §6.3):
+    llhttp frames a request whose final coding is not chunked as running to the connection's end, where the node
+    would wait for ever, and the node undoes no other coding, so the upstream would get a body it cannot read."""
+    codings = [value for name, value in raw_headers if name.lower() == b"transfer-encoding"]
+    if not codings:
+        return False
+    if len(codings) > 1 or codings[0].strip().lower() != b"chunked":
+        shown = b", ".join(codings).decode("latin-1")[:100]
+        raise _RefusedHead(f"Transfer-Encoding {shown!r}: only 'chunked' frames a request body here")
+    return True
 
 
 _OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date"})  # written by head() alone

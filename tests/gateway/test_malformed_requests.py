@@ -138,6 +138,37 @@ async def test_a_raw_byte_outside_ascii_in_the_token_is_refused_as_a_malformed_t
     assert "malformed JWT: not ASCII" in message and 'error="invalid_token"' in answer[1]["www-authenticate"]
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked, gzip\r\nContent-Length: 5\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Transfer-Encoding: xchunked\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        b"Content-Length: +5\r\n",
+        b"Content-Length: 5, 5\r\n",
+        b"X-A: a\r\n b\r\nContent-Length: 5\r\n",  # obs-fold
+        b"Content-Length : 5\r\n",
+    ],
+    ids=["cl+te", "te not last", "te gzip", "te xchunked", "te twice", "cl plus", "cl list", "obs-fold", "space"],
+)
+async def test_a_request_whose_body_could_be_framed_two_ways_is_refused_and_the_connection_closed(
+    federation: Federation, token: str, framing: bytes
+):
+    # Request smuggling needs two parsers to disagree on where a body ends; the node takes one framing or none.
+    head = (f"PUT /v1/progress/x HTTP/1.1\r\nHost: node\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nEdu-Purpose: b\r\n").encode() + framing + b"\r\n"
+    smuggled = b"0\r\n\r\nGET /v1/usage?school=104A158 HTTP/1.1\r\nHost: node\r\n\r\n"
+    reader, writer = await connect(federation)
+    writer.write(head + smuggled)
+    answer = await read_answer(reader)
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # nothing after the refusal is served
+    writer.close()
+    assert_edu_v(answer, 400, "0011")
+    assert federation.received.progress == {}
+
+
 async def test_a_token_whose_header_nests_past_the_recursion_limit_is_a_401_not_a_node_failure(
     federation: Federation, token: str
 ):
