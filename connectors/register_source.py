@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
+from connectors.bodies import read_within
 from trust.register import RegisterHolder, RollbackRefused
 from trust.snapshot import PublicKey, SnapshotRejected, verify_snapshot
 
@@ -131,12 +132,10 @@ async def bounded_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     declared = response.content_length
     if declared is not None and declared > limit:
         raise ValueError(f"the answer declares {declared} bytes, more than the {limit} a register document may have")
-    body = bytearray()
-    async for chunk in response.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise ValueError(f"the answer runs past the {limit} bytes a register document may have")
-    return bytes(body)
+    body = await read_within(response.content, limit)
+    if body is None:
+        raise ValueError(f"the answer runs past the {limit} bytes a register document may have")
+    return body
 
 
 class RegisterSource:

@@ -417,7 +417,7 @@ def _issued_token(receiver: str, status: int, raw: bytes | None) -> tuple[str, f
         # The receiver's words go into the log and the answer: cut to a length that carries an OAuth error.
         error, description = str(body.get("error", "no error code"))[:80], str(body.get("error_description", ""))[:200]
         raise Forbidden(f"receiver {receiver} refused an access token ({status} {error}): {description}", step="token")
-    if len(token) > MAX_TOKEN_ANSWER or not _B64TOKEN.fullmatch(token):
+    if not _B64TOKEN.fullmatch(token):
         raise UpstreamUnavailable(
             f"receiver {receiver}'s token endpoint answered an access_token that is not a bearer token (RFC 6750)",
             step="token",
