@@ -1,12 +1,19 @@
 """HTTP bodies read whole, within a limit, from aiohttp streams (a request the node serves, an answer it fetched).
 
 aiohttp's `content.read(n)` returns what has arrived so far, up to n bytes: not the whole of a body that comes in
-several packets. Every bounded read goes through `read_within` instead.
+several packets. Every bounded read goes through `read_within` instead; a form a page posts, through `form_within`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+from multidict import MultiDictProxy
+
+log = structlog.get_logger("edugate.bodies")
 
 
 class BodySource(Protocol):
@@ -25,3 +32,15 @@ async def read_within(stream: BodySource, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def form_within(request: web.Request, seconds: float) -> MultiDictProxy[Any]:
+    """The request's form (aiohttp's `post()`, within its client_max_size), or 408 when it has not arrived within
+    `seconds`: a browser sends a form at once, and a client that trickles one would hold its connection as long as
+    it liked."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.post()
+    except TimeoutError:
+        log.warning("form timed out", path=request.path, peer=request.remote, seconds=seconds)
+        raise web.HTTPRequestTimeout(text=f"the form did not arrive within {seconds:g} s") from None

@@ -3,7 +3,6 @@ from the server-side session, never from the request, and a request that names a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -12,7 +11,9 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from multidict import MultiDictProxy
 
+from connectors.bodies import form_within
 from gateway.activation import ActivationError, NotFoundError, ProcessingAgreement
 from gateway.denials import Denial
 from gateway.log_api import RecordQuery, inclusion_json, parse_moment
@@ -43,16 +44,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FORM = web.RequestKey("form", dict[str, str])  # the checked form of a POST
 
 
-async def posted(request: web.Request) -> Any:
-    """The request's form, refused (408) when it has not arrived within the node's body timeout: a browser sends
-    a form at once, and a client that trickles one would hold the connection as long as it liked."""
-    seconds = portal(request).node.config.limits.body_timeout
-    try:
-        async with asyncio.timeout(seconds):
-            return await request.post()
-    except TimeoutError:
-        log.info("portal form timed out", path=request.path)
-        raise web.HTTPRequestTimeout(text=f"the form did not arrive within {seconds:g} s") from None
+async def posted(request: web.Request) -> MultiDictProxy[Any]:
+    """The request's form, within the node's body timeout (408 past it)."""
+    return await form_within(request, portal(request).node.config.limits.body_timeout)
 
 
 def school_page(page: Page) -> Handler:

@@ -7,7 +7,6 @@ so it is recorded in the history with the operator's name.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import secrets
@@ -19,6 +18,7 @@ import structlog
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from connectors.bodies import form_within
 from trust.register import KeurmerkStatus, ParticipantStatus, Role
 from trust.register_service.accounts import Operator, OperatorAccounts, OperatorRole, Session
 from trust.register_service.api import PUBLISHER, STORE
@@ -69,17 +69,6 @@ def _csrf_refused(request: web.Request, session: Session | None) -> web.Response
 
 # ---- login and logout --------------------------------------------------------------------------------
 
-async def _posted(request: web.Request) -> MultiDictProxy[Any]:
-    """The request's form, or 408 when it has not arrived within FORM_TIMEOUT: a client that trickles a form
-    would hold its connection as long as it liked."""
-    try:
-        async with asyncio.timeout(FORM_TIMEOUT):
-            return await request.post()
-    except TimeoutError:
-        log.warning("console form timed out", path=request.path, peer=request.remote)
-        raise web.HTTPRequestTimeout(text=f"the form did not arrive within {FORM_TIMEOUT:g} s") from None
-
-
 async def login_form(request: web.Request, *, error: str | None = None, status: int = 200) -> web.Response:
     token = secrets.token_urlsafe(32)
     response = render(request, "console_login.html", status=status, session=None, saved=None, csrf=token,
@@ -90,7 +79,7 @@ async def login_form(request: web.Request, *, error: str | None = None, status: 
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await _posted(request)
+    form = await form_within(request, FORM_TIMEOUT)
     if not _same(_text(form, "csrf"), request.cookies.get(LOGIN_CSRF_COOKIE)):
         return _csrf_refused(request, None)
     username = (_text(form, "username") or "")[:64]
@@ -114,7 +103,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     session = await require_session(request)
-    form = await _posted(request)
+    form = await form_within(request, FORM_TIMEOUT)
     if not _same(_text(form, "csrf"), session.csrf):
         return _csrf_refused(request, session)
     await request.app[ACCOUNTS].end_session(request.cookies[session_cookie(request)])
@@ -399,7 +388,7 @@ async def act(request: web.Request) -> web.Response:
     action = ACTIONS.get(request.match_info["action"])
     if action is None:
         raise web.HTTPNotFound(text="no such action")
-    form = await _posted(request)
+    form = await form_within(request, FORM_TIMEOUT)
     if not _same(_text(form, "csrf"), session.csrf):
         return _csrf_refused(request, session)
     operator: Operator = session.operator
