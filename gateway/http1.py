@@ -710,7 +710,7 @@ class ExchangeServer:
         self.max_line_size = max_line_size
         self.max_field_size = max_field_size
         self.max_header_count = max_header_count
-        self.max_head_size = max_head_size  # a request line and all its fields together
+        self.max_head_size = max_head_size  # bytes of the packets that arrive wholly inside an unfinished head
         self.body_timeout = body_timeout  # seconds a request body may pause
         self.send_timeout = send_timeout  # seconds a client may leave the answer untaken
         self.max_connections = max_connections  # open client connections; one more is closed at once
