@@ -96,25 +96,62 @@ class InProcessReplayCache:
                     del self._owners[owner]
 
 
+# One first use, atomically in Redis: a replay is refused before a full share, as in the in-process cache. The
+# owner's live keys are a sorted set scored by their expiry, pruned of the expired on each use and itself expiring
+# with its longest-lived key, so an owner that stops leaves nothing behind.
+#   KEYS: the replay key, the owner's set.  ARGV: the key's expiry (ms since the epoch), now (ms), the share.
+#   Answers 1 (first use, remembered), 0 (a replay) or -1 (the owner's share is full; nothing remembered).
+_FIRST_USE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local expires, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+if expires <= now then return 1 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('SET', KEYS[1], '1', 'PXAT', expires)
+redis.call('ZADD', KEYS[2], expires, KEYS[1])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], last[2])
+return 1
+"""
+
+
 class RedisReplayCache:
-    """A replay cache shared by all nodes: `SET <prefix>:replay:<key> 1 NX PXAT <ms>`, atomic in Redis.
+    """A replay cache shared by all nodes: `SET <prefix>:replay:<key> 1 PXAT <ms>` unless it exists, and the key
+    counted against its owner's share (`<prefix>:replay-owner:<owner>`), in one script so two nodes cannot both
+    take a key or the last place of a share.
 
     Any Redis error raises ReplayCacheUnavailable; it never answers True without Redis having stored the key.
     """
 
-    def __init__(self, redis: Redis, prefix: str = "edugate") -> None:
+    def __init__(self, redis: Redis, prefix: str = "edugate", *, max_per_owner: int = 5_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        if max_per_owner < 1:
+            raise ValueError("max_per_owner must be at least 1")
         self._redis = redis
         self._prefix = prefix
+        self._max_per_owner = max_per_owner
+        self._clock = clock
+        self._script = redis.register_script(_FIRST_USE)
 
     def redis_key(self, key: str) -> str:
         return f"{self._prefix}:replay:{key}"
 
+    def owner_key(self, owner: str) -> str:
+        return f"{self._prefix}:replay-owner:{owner}"
+
     async def first_use(self, key: str, expires_at: float, *, owner: str = "") -> bool:
-        # Shared by the nodes and bounded by Redis's own memory: no per-owner share here.
-        # PXAT must be positive; a time in the past makes Redis store and drop the key at once.
-        at_ms = max(math.ceil(expires_at * 1000), 1)
+        # Milliseconds, as PXAT takes them: the expiry rounded up, so a key is never dropped early.
+        at_ms, now_ms = math.ceil(expires_at * 1000), math.floor(self._clock() * 1000)
         try:
-            stored = await self._redis.set(self.redis_key(key), b"1", nx=True, pxat=at_ms)
+            answer = await self._script(
+                keys=[self.redis_key(key), self.owner_key(owner)], args=[at_ms, now_ms, self._max_per_owner]
+            )
         except RedisError as exc:
             raise ReplayCacheUnavailable(f"replay cache (Redis) unavailable: {exc}") from exc
-        return bool(stored)
+        if answer == -1:
+            log.warning("replay_cache_owner_full", owner=owner, max_per_owner=self._max_per_owner)
+            raise ReplayCacheFull(f"{owner or 'this client'} has {self._max_per_owner} unexpired assertions, the most "
+                                  "one client may: wait for them to expire")
+        if answer not in (0, 1):
+            raise ReplayCacheUnavailable(f"replay cache (Redis) answered {answer!r}, neither a first use nor a replay")
+        return answer == 1

@@ -111,6 +111,9 @@ class LogSection(_Section):
 class RedisSection(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "edugate"
+    # Live client-assertion jtis one client may hold in Redis at once (the in-process cache keeps a twentieth of
+    # its 100,000): past it the client is refused until its assertions expire, and cannot fill Redis for the others.
+    replay_per_client: int = Field(5_000, gt=0)
 
 
 class LimitsSection(_Section):

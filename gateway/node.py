@@ -150,7 +150,11 @@ async def _start_node(config: NodeConfig, clock: Callable[[], datetime]) -> Node
 
     redis = redis_asyncio.from_url(config.redis.url) if config.redis else None
     prefix = config.redis.prefix if config.redis else "edugate"
-    replay: ReplayCache = RedisReplayCache(redis, prefix=prefix) if redis is not None else InProcessReplayCache()
+    replay: ReplayCache = (
+        RedisReplayCache(redis, prefix=prefix, max_per_owner=config.redis.replay_per_client)
+        if redis is not None and config.redis is not None
+        else InProcessReplayCache()
+    )
 
     registers = RegisterHolder(max_staleness=config.registry.max_staleness)
     tls = config.tls

@@ -119,6 +119,7 @@ class Federation:
     body_timeout: float | None = None  # the node's [limits] body_timeout, where a test wants a short one
     send_timeout: float | None = None  # and its send_timeout
     max_connections: int | None = None  # and its max_connections
+    replay_per_client: int | None = None  # the node's [redis] replay_per_client (with redis_url)
     ca: Issued = field(init=False)
     rogue_ca: Issued = field(init=False)
     parties: dict[str, Party] = field(init=False)
@@ -144,6 +145,7 @@ class Federation:
             o = self.origin
             self.ca, self.rogue_ca, self.parties, self.operator_key = o.ca, o.rogue_ca, o.parties, o.operator_key
             self.redis_url, self.redis_prefix, self.log_dsn = o.redis_url, o.redis_prefix, o.log_dsn
+            self.replay_per_client = o.replay_per_client
             self.register_path = o.register_path
         else:
             self.ca = create_ca("Edugate Development Root CA (stands in for PKIoverheid)")
@@ -207,6 +209,8 @@ class Federation:
 
     def write_config(self, upstream: str) -> Path:
         redis = f'\n[redis]\nurl = "{self.redis_url}"\nprefix = "{self.redis_prefix}"\n' if self.redis_url else ""
+        if redis and self.replay_per_client is not None:
+            redis += f"replay_per_client = {self.replay_per_client}\n"
         store = f'store = "postgresql"\ndsn = "{self.log_dsn}"' if self.log_dsn else 'store = "sqlite"'
         root = Path(__file__).resolve().parents[2]
         config = (

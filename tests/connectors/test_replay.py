@@ -157,6 +157,47 @@ async def test_concurrent_uses_of_one_key_let_exactly_one_through(
 
 
 @pytest.mark.redis
+async def test_in_redis_one_client_holds_no_more_than_its_share_and_cannot_refuse_the_others_their_tokens(
+    redis_client: redis_asyncio.Redis, prefix: str
+) -> None:
+    clock = Clock(time.time())
+    cache = RedisReplayCache(redis_client, prefix=prefix, max_per_owner=3, clock=clock)
+    for i in range(3):
+        assert await cache.first_use(f"assertion:flood:{i}", clock.now + 60, owner="flood")
+    with pytest.raises(ReplayCacheFull, match="flood has 3 unexpired assertions, the most one client may"):
+        await cache.first_use("assertion:flood:3", clock.now + 60, owner="flood")
+    assert await redis_client.exists(cache.redis_key("assertion:flood:3")) == 0  # refused, so not remembered
+    assert not await cache.first_use("assertion:flood:0", clock.now + 60, owner="flood")  # a replay is a replay
+    assert await cache.first_use("assertion:other:1", clock.now + 60, owner="other")
+    clock.now += 60.001  # the flood's assertions expire (whole milliseconds, as Redis counts), and its share with them
+    assert await cache.first_use("assertion:flood:4", clock.now + 60, owner="flood")
+
+
+@pytest.mark.redis
+async def test_nodes_sharing_redis_share_each_clients_share(redis_client: redis_asyncio.Redis, prefix: str) -> None:
+    other_client = redis_asyncio.Redis(host="127.0.0.1", port=6379)
+    try:
+        nodes = [RedisReplayCache(client, prefix=prefix, max_per_owner=5) for client in (redis_client, other_client)]
+        uses = [nodes[i % 2].first_use(f"assertion:flood:{i}", time.time() + 60, owner="flood") for i in range(24)]
+        results = await asyncio.gather(*uses, return_exceptions=True)
+    finally:
+        await other_client.aclose()
+    assert results.count(True) == 5
+    assert sum(isinstance(result, ReplayCacheFull) for result in results) == 19
+
+
+@pytest.mark.redis
+async def test_a_clients_count_in_redis_expires_with_its_last_assertion(
+    redis_client: redis_asyncio.Redis, prefix: str
+) -> None:
+    cache = RedisReplayCache(redis_client, prefix=prefix)
+    assert await cache.first_use("assertion:app:1", time.time() + 30, owner="app")
+    assert await cache.first_use("assertion:app:2", time.time() + 60, owner="app")
+    remaining_ms = await redis_client.pttl(cache.owner_key("app"))
+    assert 59_000 < remaining_ms <= 60_001  # nothing is left of a client that stops
+
+
+@pytest.mark.redis
 async def test_different_prefixes_do_not_see_each_others_keys(redis_client: redis_asyncio.Redis, prefix: str) -> None:
     assert await RedisReplayCache(redis_client, prefix=prefix).first_use("k", time.time() + 60)
     assert await RedisReplayCache(redis_client, prefix=f"{prefix}:other").first_use("k", time.time() + 60)

@@ -101,6 +101,26 @@ async def test_shutdown_lets_an_exchange_in_flight_finish(tmp_path: Path):
 
 
 @pytest.mark.redis
+async def test_with_redis_a_clients_share_of_the_replay_cache_holds_across_the_nodes(tmp_path: Path):
+    first = Federation(tmp_path / "one", redis_url="redis://127.0.0.1:6379/0", replay_per_client=2)
+    second = first.sibling(tmp_path / "two")
+    await first.start()
+    await second.start()
+    try:
+        at_first, at_second = first.client("publisher"), second.client("publisher")
+        assert (await at_first.request_token(scope="progress", purpose="b")).status == 200
+        assert (await at_second.request_token(scope="progress", purpose="b")).status == 200
+        third = await at_first.request_token(scope="progress", purpose="b")
+        assert third.status == 401 and third.body["error"] == "invalid_client"
+        assert "unexpired assertions, the most one client may" in third.body["error_description"]
+        other = second.client("reader")
+        assert (await other.request_token(scope="eduv.usage", purpose="d")).status == 200  # the others get theirs
+    finally:
+        await second.close()
+        await first.close()
+
+
+@pytest.mark.redis
 async def test_with_redis_a_client_assertion_cannot_be_replayed_on_another_node(tmp_path: Path):
     first = Federation(tmp_path / "one", redis_url="redis://127.0.0.1:6379/0")
     second = first.sibling(tmp_path / "two")
