@@ -336,13 +336,15 @@ class ExchangeProtocol(asyncio.Protocol):
                 self._lingering.cancel()
                 self._lingering = self._loop.call_later(LINGER_QUIET, self._close)
             return  # the answer that ends this connection is on its way; nothing after it is read
-        inside_head = self._in_head
         try:
             self._parser.feed_data(data)
-            if inside_head and self._in_head:  # a packet wholly inside a head: is it still one this server takes?
-                self._head_packets += len(data)
-                if self._head_packets > self._server.max_head_size:
-                    self._refuse_unparseable(f"the request head is longer than {self._server.max_head_size} bytes")
+            if self._in_head:  # the packet ends inside a head
+                if self._head_packets < 0:  # one that began in it (after any number of whole pipelined requests)
+                    self._head_packets = 0
+                else:  # a packet wholly inside one head: is it still one this server takes?
+                    self._head_packets += len(data)
+                    if self._head_packets > self._server.max_head_size:
+                        self._refuse_unparseable(f"the request head is longer than {self._server.max_head_size} bytes")
         except httptools.HttpParserUpgrade:
             self._closing = True  # no protocol switch is offered here: the request is answered, then we close
         except httptools.HttpParserCallbackError as exc:
@@ -410,7 +412,7 @@ class ExchangeProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._raw_headers = []
-        self._in_head, self._head_packets = True, 0
+        self._in_head, self._head_packets = True, -1  # -1: begun in the packet being fed
 
     def on_url(self, url: bytes) -> None:
         self._url += url
