@@ -14,6 +14,7 @@ from aiohttp import web
 from trust.pki import Issued
 from trust.register import ParticipantStatus, Role
 from trust.register_service.app import create_app
+from trust.register_service.server import SEND_TIMEOUT, ServiceSite
 from trust.register_service.store import RegisterStore
 from trust.snapshot import PrivateKey
 
@@ -55,7 +56,8 @@ async def seed(store: RegisterStore, publisher_pem: str | None = None) -> int:
 
 @dataclass
 class RunningService:
-    """The register service on a real socket. `stop()` and `start()` again on the same port: a restart."""
+    """The register service on a real socket, on the site `edugate register serve` uses. `stop()` and `start()`
+    again on the same port: a restart."""
 
     store: RegisterStore
     key: PrivateKey
@@ -63,6 +65,7 @@ class RunningService:
     options: dict[str, Any] = field(default_factory=dict)
     port: int = 0
     runner: web.AppRunner | None = None
+    send_timeout: float = SEND_TIMEOUT
 
     @property
     def url(self) -> str:
@@ -76,7 +79,8 @@ class RunningService:
         app = create_app(self.store, self.key, **self.options)
         self.runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=context, reuse_address=True)
+        site = ServiceSite(self.runner, "127.0.0.1", self.port, send_timeout=self.send_timeout, ssl_context=context,
+                           reuse_address=True)
         await site.start()
         if self.port == 0:
             server = site._server

@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from register_fixtures import OIN_DASHBOARD, OIN_PUBLISHER, seed
+from yarl import URL
 
 from connectors.register_source import server_sent_events
 from tests.databases import postgres_database
 from trust.pki import Issued
 from trust.register import ParticipantStatus, Role
+from trust.register_service.api import PUBLISHER
 from trust.register_service.store import RegisterStore
 from trust.snapshot import PrivateKey, SnapshotRejected, verify_snapshot
 
@@ -175,6 +179,56 @@ async def test_a_change_by_another_process_reaches_feed_readers(
             serial = await other.add_participant(OIN_PUBLISHER, "Uitgeverij Noord", actor="cli")
             (event, _, event_id), = await asyncio.wait_for(_events(response, 1), 2)
         assert (event, event_id) == ("snapshot", str(serial))
+
+
+async def _stalled_reader(url: str, client_ssl: ssl.SSLContext) -> asyncio.StreamWriter:
+    """A feed subscriber that asks and then reads nothing, with a small receive window so its kernel takes little."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    target = URL(url)
+    sock.connect((target.host, target.port))
+    _, writer = await asyncio.open_connection(sock=sock, ssl=client_ssl, server_hostname=target.host, limit=4096)
+    writer.write(f"GET /v1/register/feed HTTP/1.1\r\nHost: {target.host}\r\n\r\n".encode())
+    await writer.drain()
+    return writer
+
+
+async def test_a_feed_reader_that_stops_reading_is_dropped_after_the_send_timeout_with_bounded_buffering(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, server_tls: Issued, client_ssl: ssl.SSLContext,
+        service_factory: Callable[..., Any]) -> None:
+    """While many changes are published, what the service holds for the stalled reader stays within about one
+    event (it is not queued per change), the reader is dropped and logged, and a reader that reads gets every one."""
+    base = await seed(sqlite_store)
+    for n in range(40):  # snapshots of about 100 KiB: the stalled reader's kernel buffers fill within a few dozen
+        base = await sqlite_store.add_participant(f"0000000390000{n:03d}0000", "Stichting " + "x" * 2000, actor="t")
+    service = await service_factory(sqlite_store, operator_key, tls=server_tls, send_timeout=0.5, heartbeat=0.3)
+    event_size = len((await service.runner.app[PUBLISHER].latest())[1])
+    changes = 150
+    async with aiohttp.ClientSession() as http, http.get(f"{service.url}/v1/register/feed",
+                                                         params={"after": str(base)}, ssl=client_ssl) as healthy:
+        stalled = await _stalled_reader(service.url, client_ssl)
+        received = asyncio.create_task(_events(healthy, changes + 20))
+        held = 0
+        with structlog.testing.capture_logs() as logs:
+            for n in range(changes):
+                status = ParticipantStatus.SUSPENDED if n % 2 == 0 else ParticipantStatus.ACTIVE
+                await sqlite_store.set_participant_status(f"0000000390000{n % 40:03d}0000", status, reason="r",
+                                                          actor="t")
+                held = max([held] + [c.transport.get_write_buffer_size() for c in service.runner.server.connections
+                                     if c.transport is not None])
+                await asyncio.sleep(0.02)
+            async with asyncio.timeout(5):
+                while len(service.runner.server.connections) > 1:
+                    await asyncio.sleep(0.05)
+            events = await asyncio.wait_for(received, 10)
+        stalled.close()
+    # asyncio's TLS transport pauses its writer past 512 KiB: the service holds that and the event being written,
+    # however many changes come after.
+    assert held <= 512 * 1024 + event_size < changes * event_size // 10
+    dropped = [e for e in logs if e["event"] == "client took nothing of its answer: connection dropped"]
+    assert len(dropped) == 1 and dropped[0]["seconds"] == 0.5
+    serials = [int(i or 0) for e, _, i in events if e == "snapshot"]
+    assert serials == list(range(base + 1, base + changes + 1))
 
 
 async def test_the_public_register_lists_who_holds_which_keurmerk_since_when_and_is_searchable(

@@ -23,6 +23,7 @@ from trust.register import KeurmerkStatus, ParticipantStatus, Role
 from trust.register_service.accounts import OperatorAccounts, OperatorRole
 from trust.register_service.console import utc_time
 from trust.register_service.keys import load_or_create, public_pem
+from trust.register_service.server import SEND_TIMEOUT
 from trust.register_service.store import RegisterChangeRefused, RegisterStore
 
 T = TypeVar("T")
@@ -459,13 +460,17 @@ def _data_services(catalogue: Path | None) -> tuple[str, ...]:
               help="Serve plain HTTP (tests and demo only; refused unless --host is a loopback address).")
 @click.option("--heartbeat", default=15.0, show_default=True, help="Feed heartbeat interval, seconds.")
 @click.option("--catalogue", type=click.Path(path_type=Path), default="config/catalogue.toml", show_default=True)
+@click.option("--send-timeout", type=click.FloatRange(min=0, min_open=True), default=SEND_TIMEOUT, show_default=True,
+              help="Seconds a client may take nothing of its answer (a feed reader that stopped reading) before "
+                   "its connection is dropped.")
 @pass_target
 def serve(target: Target, host: str, port: int, operator_key: Path, tls_cert: Path | None, tls_key: Path | None,
-          insecure_http: bool, heartbeat: float, catalogue: Path) -> None:
+          insecure_http: bool, heartbeat: float, catalogue: Path, send_timeout: float) -> None:
     """Run the register service: snapshot, change feed, public register page and operator console."""
     from aiohttp import web
 
     from trust.register_service.app import create_app
+    from trust.register_service.server import serve as serve_app
 
     context: ssl.SSLContext | None = None
     if insecure_http:
@@ -492,4 +497,7 @@ def serve(target: Target, host: str, port: int, operator_key: Path, tls_cert: Pa
 
     scheme = "http" if insecure_http else "https"
     click.echo(f"register service on {scheme}://{host}:{port}/ (register: {target.db}, pid {os.getpid()})")
-    web.run_app(application(), host=host, port=port, ssl_context=context, print=None, shutdown_timeout=2.0)
+    async def main() -> None:
+        await serve_app(await application(), host, port, send_timeout=send_timeout, ssl_context=context)
+
+    asyncio.run(main())
