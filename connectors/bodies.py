@@ -37,10 +37,15 @@ async def read_within(stream: BodySource, limit: int) -> bytes | None:
 async def form_within(request: web.Request, seconds: float) -> MultiDictProxy[Any]:
     """The request's form (aiohttp's `post()`, within its client_max_size), or 408 when it has not arrived within
     `seconds`: a browser sends a form at once, and a client that trickles one would hold its connection as long as
-    it liked."""
+    it liked. A form that cannot be decoded is 400."""
     try:
         async with asyncio.timeout(seconds):
             return await request.post()
     except TimeoutError:
         log.warning("form timed out", path=request.path, peer=request.remote, seconds=seconds)
         raise web.HTTPRequestTimeout(text=f"the form did not arrive within {seconds:g} s") from None
+    except (ValueError, LookupError) as exc:
+        # aiohttp decodes the form as it parses it: bytes that are not its charset (UnicodeDecodeError), a charset
+        # Python does not know (LookupError), a multipart part without a name (ValueError). The client's fault.
+        log.info("form refused", path=request.path, peer=request.remote, error=str(exc)[:200])
+        raise web.HTTPBadRequest(text=f"the form cannot be read: {str(exc)[:200]}") from None
