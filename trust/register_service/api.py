@@ -13,7 +13,7 @@ from aiohttp import web
 
 from trust.register_service.keys import public_pem
 from trust.register_service.publisher import SnapshotPublisher
-from trust.register_service.store import RegisterStore
+from trust.register_service.store import MAX_SERIAL, RegisterStore
 
 log = structlog.get_logger("edugate.register_service")
 
@@ -52,8 +52,9 @@ def _resume_point(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("after")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        raise ValueError(f"the last serial seen must be a non-negative integer, got {raw[:40]!r}")
+    # isdigit() alone takes '²' and other Unicode digits; 19 digits keep it within the databases' 64-bit integer.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_SERIAL)) or int(raw) > MAX_SERIAL:
+        raise ValueError(f"the last serial seen must be a non-negative integer up to {MAX_SERIAL}, got {raw[:40]!r}")
     return int(raw)
 
 
