@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 
 from trust.register import (
     Client,
@@ -35,6 +35,7 @@ from trust.register_service.schema import statements
 
 NOTIFY_CHANNEL = "edugate_register"
 KEPT_DOCUMENTS = 1000  # older serials' documents are pruned; a feed that resumes before them gets the latest
+MAX_SERIAL = 2**63 - 2  # the databases' 64-bit integer, with room for the next serial
 
 
 class RegisterChangeRefused(ValueError):
@@ -581,20 +582,19 @@ class RegisterStore:
         nodes that follow this register accept the result."""
         if not isinstance(data, dict) or data.get("format") != "edugate-register-export/1":
             raise RegisterChangeRefused("not an edugate register export (format edugate-register-export/1)")
-        raw = dict(data["register"])
-        raw["serial"] = max(int(raw.get("serial", 1)), 1)
         try:
+            export = RegisterExport.model_validate(data)
+            raw = export.document.model_dump()
+            raw["serial"] = max(raw["serial"], 1)
             document = RegisterDocument.model_validate(raw)
         except ValidationError as exc:
             raise RegisterChangeRefused(_validation_message(exc)) from exc
         try:
-            certificates = [(c["oin"], credentials.participant_certificate(c["pem"], c["oin"]))
-                            for c in data.get("certificates", [])]
+            certificates = [(c.oin, credentials.participant_certificate(c.pem, c.oin)) for c in export.certificates]
             cas = [credentials.ca_certificate(pem) for pem in document.trusted_cas]
-        except (credentials.CredentialRefused, KeyError, TypeError) as exc:
+        except credentials.CredentialRefused as exc:
             raise RegisterChangeRefused(f"export certificates unusable: {exc}") from exc
-        reasons = {(r["oin"], r["data_service"], r["role"]): r["status_reason"]
-                   for r in data.get("keurmerk_reasons", [])}
+        reasons = {(r.oin, r.data_service, r.role): r.status_reason for r in export.keurmerk_reasons}
 
         async def apply(conn: Connection) -> None:
             for table in ("keurmerken", "clients", "certificates", "participants", "trusted_cas"):
@@ -627,7 +627,37 @@ class RegisterStore:
                     ca.thumbprint, ca.subject, ca.pem, _iso(ca.not_after), now)
 
         # Nodes that followed the exported register hold its serial: go past it, or they would refuse a rollback.
-        return await self._change(actor, "import register", "register", apply, floor=int(data.get("serial", 0)))
+        return await self._change(actor, "import register", "register", apply, floor=export.serial)
+
+
+class _ExportCertificate(BaseModel):
+    oin: str
+    pem: str
+
+
+class _KeurmerkReason(BaseModel):
+    oin: str
+    data_service: str
+    role: str
+    status_reason: str | None
+
+
+class _ExportedRegister(BaseModel, extra="allow"):
+    """The exported document, validated whole as a RegisterDocument once its serial is made usable."""
+
+    serial: int = 1
+
+
+class RegisterExport(BaseModel):
+    """The envelope `export()` writes: checked before use, so that an edited or foreign file is refused saying what
+    is wrong (a missing `register`, a serial the database cannot hold) instead of failing half-way."""
+
+    format: Literal["edugate-register-export/1"]
+    serial: StrictInt = Field(0, ge=0, le=MAX_SERIAL)
+    # `register` is ABCMeta's method on every model, which pydantic would take as the field's default: an alias
+    document: _ExportedRegister = Field(alias="register")
+    certificates: list[_ExportCertificate] = []
+    keurmerk_reasons: list[_KeurmerkReason] = []
 
 
 def _key_source(jwks: dict[str, Any] | None, jwks_uri: str | None) -> tuple[str | None, str | None]:
