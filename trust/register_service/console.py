@@ -225,9 +225,10 @@ def utc_time(text: str | None) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
+        # OverflowError: an offset that moves the time past year 1 or 9999 (`0001-01-01T00:00+01:00`)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
         raise RegisterChangeRefused(f"{text!r} is not a date and time (RFC 3339)") from exc
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _jwks(form: Form) -> dict[str, Any] | None:
@@ -236,7 +237,7 @@ def _jwks(form: Form) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what the interpreter holds
         raise RegisterChangeRefused(f"the JWKS is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise RegisterChangeRefused("the JWKS must be a JSON object")
