@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -244,3 +245,63 @@ async def test_a_form_that_stops_arriving_is_refused_with_408(console_service: A
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     writer.close()
     assert head.startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.parametrize("effective", ["0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00"])
+async def test_a_date_its_offset_moves_out_of_the_calendar_is_a_refused_change(console: Console,
+                                                                                effective: str) -> None:
+    await console.login("admin", ADMIN_PASSWORD)
+    response = await console.act("withdrawal-schedule", {"oin": OIN_PUBLISHER, "effective": effective, "reason": "x"})
+    assert response.status == 400  # was 500: OverflowError converting to UTC
+    assert "is not a date and time" in await response.text()
+
+
+async def test_a_jwks_nested_past_the_recursion_limit_is_a_refused_change(console: Console) -> None:
+    await console.login("admin", ADMIN_PASSWORD)
+    response = await console.act("client-add", {"oin": OIN_PUBLISHER, "client_id": "noord-lms", "jwks": "[" * 100_000})
+    assert response.status == 400  # was 500: RecursionError
+    assert "the JWKS is not valid JSON" in await response.text()
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("application/x-www-form-urlencoded", b"oin=00000003111111110000&name=%ff&reason=\xff\xfe"),
+    ("application/x-www-form-urlencoded; charset=no-such-charset", b"oin=00000003111111110000"),
+])
+async def test_a_form_that_cannot_be_decoded_is_refused_with_400(console: Console, content_type: str,
+                                                                 body: bytes) -> None:
+    await console.login("admin", ADMIN_PASSWORD)
+    csrf = csrf_of(await console.page("/console")).encode()
+    async with console.http.post(f"{console.url}/console/actions/participant-update",
+                                 data=b"csrf=" + csrf + b"&" + body, headers={"Content-Type": content_type},
+                                 allow_redirects=False) as response:
+        assert response.status == 400  # was 500: UnicodeDecodeError, LookupError in aiohttp's post()
+        assert "the form cannot be read" in await response.text()
+
+
+EXPORT = {"format": "edugate-register-export/1", "serial": 5, "register": {"serial": 5, "participants": []}}
+
+
+@pytest.mark.parametrize(("export", "named"), [
+    ({k: v for k, v in EXPORT.items() if k != "register"}, "register"),
+    ({**EXPORT, "register": [["serial", 1]]}, "register"),
+    ({**EXPORT, "register": {"serial": None}}, "register.serial"),
+    ({**EXPORT, "register": {"serial": []}}, "register.serial"),
+    ({**EXPORT, "serial": 10**30}, "serial"),
+    ({**EXPORT, "serial": "5"}, "serial"),
+    ({**EXPORT, "certificates": None}, "certificates"),
+    ({**EXPORT, "certificates": 1}, "certificates"),
+    ({**EXPORT, "keurmerk_reasons": [{}]}, "keurmerk_reasons.0.oin"),
+    ({**EXPORT, "keurmerk_reasons": None}, "keurmerk_reasons"),
+])
+async def test_an_import_of_a_malformed_export_is_refused_naming_the_field_and_changes_nothing(
+        console: Console, sqlite_store: RegisterStore, export: dict[str, Any], named: str) -> None:
+    await console.login("admin", ADMIN_PASSWORD)
+    before = await sqlite_store.serial()
+    form = aiohttp.FormData()
+    form.add_field("csrf", csrf_of(await console.page("/console/data")))
+    form.add_field("file", json.dumps(export).encode(), filename="register.json", content_type="application/json")
+    async with console.http.post(f"{console.url}/console/actions/import", data=form,
+                                 allow_redirects=False) as response:
+        assert response.status == 400  # was 500: KeyError, TypeError, or the database's integer overflow
+        assert f"{named}: " in await response.text()
+    assert await sqlite_store.serial() == before

@@ -157,6 +157,17 @@ async def test_a_malformed_resume_point_gets_an_edu_v_error(
     assert "non-negative integer" in body["statusMessage"]
 
 
+@pytest.mark.parametrize("after", ["9" * 20, str(2**63), "9" * 5000, "²", "١٢"])
+async def test_a_resume_point_past_a_64_bit_serial_or_in_other_digits_gets_an_edu_v_error(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any], after: str) -> None:
+    service = await service_factory(sqlite_store, operator_key)
+    async with aiohttp.ClientSession() as http:
+        for attempt in ({"params": {"after": after}}, {"headers": {"Last-Event-ID": after}}):
+            async with http.get(f"{service.url}/v1/register/feed", **attempt) as response:  # type: ignore[arg-type]
+                assert response.status == 400  # was 500 (the database's integer overflow) or int()'s own message
+                assert "non-negative integer up to" in (await response.json())["statusMessage"]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def test_a_change_by_another_process_reaches_feed_readers(
         backend: str, tmp_path: Any, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
