@@ -14,7 +14,7 @@ from aiohttp import web
 from trust.pki import Issued
 from trust.register import ParticipantStatus, Role
 from trust.register_service.app import create_app
-from trust.register_service.server import SEND_TIMEOUT, ServiceSite
+from trust.register_service.server import SEND_TIMEOUT, ServiceSite, service_runner
 from trust.register_service.store import RegisterStore
 from trust.snapshot import PrivateKey
 
@@ -77,7 +77,7 @@ class RunningService:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*self._tls_files())
         app = create_app(self.store, self.key, **self.options)
-        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
+        self.runner = service_runner(app, shutdown_timeout=0.5)
         await self.runner.setup()
         site = ServiceSite(self.runner, "127.0.0.1", self.port, send_timeout=self.send_timeout, ssl_context=context,
                            reuse_address=True)

@@ -242,6 +242,29 @@ async def test_a_feed_reader_that_stops_reading_is_dropped_after_the_send_timeou
     assert serials == list(range(base + 1, base + changes + 1))
 
 
+async def test_a_request_head_that_never_ends_is_closed_after_the_keepalive(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, server_tls: Issued, client_ssl: ssl.SSLContext,
+        service_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("trust.register_service.server.KEEPALIVE", 0.5)
+    service = await service_factory(sqlite_store, operator_key, tls=server_tls)
+    target = URL(service.url)
+    reader, writer = await asyncio.open_connection(target.host, target.port, ssl=client_ssl)
+    started = asyncio.get_running_loop().time()
+    writer.write(b"GET /v1/register/snapshot HTTP/1.1\r\nHost: register\r\n")
+    closed = False
+    async with asyncio.timeout(5):  # aiohttp's default would have waited 3630 s
+        while not closed:  # a header line now and then, never the empty line that ends the head
+            writer.write(b"X-Slow: 1\r\n")
+            try:
+                closed = await asyncio.wait_for(reader.read(1), 0.1) == b""
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                closed = True
+    writer.close()
+    assert 0.4 < asyncio.get_running_loop().time() - started < 3
+
+
 async def test_the_public_register_lists_who_holds_which_keurmerk_since_when_and_is_searchable(
         sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
     await seed(sqlite_store)

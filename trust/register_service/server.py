@@ -20,6 +20,10 @@ from aiohttp.web_protocol import RequestHandler
 log = structlog.get_logger("edugate.register_service")
 
 SEND_TIMEOUT = 60.0  # seconds a client may take nothing of its answer (the node's default)
+# Seconds a connection may go without a whole request: idle between requests, or sending its head so slowly that
+# it never ends (the node's exchange port: 75 s). aiohttp's own default, 3630 s, let one client hold a connection
+# for an hour per head it trickles.
+KEEPALIVE = 75.0
 
 
 class GuardedConnection(asyncio.Protocol):
@@ -101,10 +105,15 @@ class ServiceSite(web.BaseSite):
             reuse_address=self._reuse_address)
 
 
+def service_runner(app: web.Application, *, shutdown_timeout: float = 2.0) -> web.AppRunner:
+    """The runner of the register service: aiohttp's, with the service's keep-alive (`KEEPALIVE`)."""
+    return web.AppRunner(app, shutdown_timeout=shutdown_timeout, keepalive_timeout=KEEPALIVE)
+
+
 async def serve(app: web.Application, host: str, port: int, *, send_timeout: float = SEND_TIMEOUT,
                 ssl_context: ssl.SSLContext | None = None, shutdown_timeout: float = 2.0) -> None:
     """Serve `app` until SIGINT or SIGTERM, then stop gracefully (what `web.run_app` does, on a guarded site)."""
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    runner = service_runner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         await ServiceSite(runner, host, port, send_timeout=send_timeout, ssl_context=ssl_context).start()
