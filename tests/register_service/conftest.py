@@ -17,7 +17,7 @@ from register_fixtures import OIN_PUBLISHER, REDIS_URL, Clock, RunningService
 
 from tests.databases import postgres_database
 from trust.pki import Issued, create_ca, issue_participant, issue_server
-from trust.register_service.server import SEND_TIMEOUT
+from trust.register_service.server import MAX_CONNECTIONS, SEND_TIMEOUT
 from trust.register_service.store import RegisterStore
 from trust.snapshot import PrivateKey
 
@@ -85,10 +85,12 @@ async def service_factory() -> AsyncIterator[Callable[..., Any]]:
     started: list[RunningService] = []
 
     async def make(store: RegisterStore, key: PrivateKey, *, tls: Issued | None = None,
-                   send_timeout: float = SEND_TIMEOUT, **options: Any) -> RunningService:
+                   send_timeout: float = SEND_TIMEOUT, max_connections: int = MAX_CONNECTIONS,
+                   **options: Any) -> RunningService:
         options.setdefault("heartbeat", 1.0)
         options.setdefault("secure_cookies", tls is not None)
-        service = RunningService(store, key, tls, options, send_timeout=send_timeout)
+        service = RunningService(store, key, tls, options, send_timeout=send_timeout,
+                                 max_connections=max_connections)
         await service.start()
         started.append(service)
         return service

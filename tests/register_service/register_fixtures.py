@@ -14,7 +14,7 @@ from aiohttp import web
 from trust.pki import Issued
 from trust.register import ParticipantStatus, Role
 from trust.register_service.app import create_app
-from trust.register_service.server import SEND_TIMEOUT, ServiceSite, service_runner
+from trust.register_service.server import MAX_CONNECTIONS, SEND_TIMEOUT, ServiceSite, service_runner
 from trust.register_service.store import RegisterStore
 from trust.snapshot import PrivateKey
 
@@ -66,6 +66,7 @@ class RunningService:
     port: int = 0
     runner: web.AppRunner | None = None
     send_timeout: float = SEND_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
 
     @property
     def url(self) -> str:
@@ -79,8 +80,8 @@ class RunningService:
         app = create_app(self.store, self.key, **self.options)
         self.runner = service_runner(app, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = ServiceSite(self.runner, "127.0.0.1", self.port, send_timeout=self.send_timeout, ssl_context=context,
-                           reuse_address=True)
+        site = ServiceSite(self.runner, "127.0.0.1", self.port, send_timeout=self.send_timeout,
+                           max_connections=self.max_connections, ssl_context=context, reuse_address=True)
         await site.start()
         if self.port == 0:
             server = site._server

@@ -151,12 +151,14 @@ def test_serve_insists_on_https_except_on_loopback_with_an_explicit_flag(tmp_pat
     assert result.exit_code == 2 and "loopback" in result.output
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "soon"])
-def test_serve_refuses_a_send_timeout_that_is_not_a_positive_number_naming_the_option(tmp_path: Path,
-                                                                                      value: str) -> None:
-    result = run(str(tmp_path / "register.sqlite"), "serve", "--insecure-http", "--send-timeout", value,
+@pytest.mark.parametrize(("option", "value"), [("--send-timeout", "0"), ("--send-timeout", "-5"),
+                                               ("--send-timeout", "soon"), ("--max-connections", "0"),
+                                               ("--max-connections", "1.5")])
+def test_serve_refuses_a_limit_that_is_not_a_positive_number_naming_the_option(tmp_path: Path, option: str,
+                                                                               value: str) -> None:
+    result = run(str(tmp_path / "register.sqlite"), "serve", "--insecure-http", option, value,
                  "--operator-key", str(tmp_path / "k.pem"))
-    assert result.exit_code == 2 and "'--send-timeout'" in result.output
+    assert result.exit_code == 2 and f"'{option}'" in result.output
 
 
 def _free_port() -> int:

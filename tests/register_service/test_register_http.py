@@ -265,6 +265,39 @@ async def test_a_request_head_that_never_ends_is_closed_after_the_keepalive(
     assert 0.4 < asyncio.get_running_loop().time() - started < 3
 
 
+async def test_a_connection_past_max_connections_is_closed_as_it_arrives_and_logged_while_the_open_ones_work(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, server_tls: Issued, client_ssl: ssl.SSLContext,
+        service_factory: Callable[..., Any]) -> None:
+    serial = await seed(sqlite_store)
+    service = await service_factory(sqlite_store, operator_key, tls=server_tls, max_connections=2)
+    async with contextlib.AsyncExitStack() as stack:
+        readers = [await stack.enter_async_context(aiohttp.ClientSession()) for _ in range(2)]
+        feeds = [await stack.enter_async_context(http.get(f"{service.url}/v1/register/feed", ssl=client_ssl))
+                 for http in readers]
+        target = URL(service.url)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                reader, writer = await asyncio.open_connection(target.host, target.port, ssl=client_ssl)
+                with contextlib.suppress(ConnectionError):
+                    assert await asyncio.wait_for(reader.read(1), 2) == b""  # closed once its TLS is up
+                writer.close()
+        refusals = [e["refused_so_far"] for e in logs if e["event"] == "connections refused: too many open"]
+        assert refusals == [1, 2, 4]  # said, not flooded
+        for feed in feeds:  # the two admitted readers still get their snapshot
+            (event, _, event_id), = await _events(feed, 1)
+            assert (event, event_id) == ("snapshot", str(serial))
+        feeds[0].close()
+        await readers[0].close()
+        async with asyncio.timeout(3):
+            while True:  # once one has gone, a new connection is served
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with aiohttp.ClientSession() as later, later.get(f"{service.url}/v1/register/snapshot",
+                                                                          ssl=client_ssl) as answer:
+                        assert answer.status == 200
+                        break
+                await asyncio.sleep(0.05)
+
+
 async def test_the_public_register_lists_who_holds_which_keurmerk_since_when_and_is_searchable(
         sqlite_store: RegisterStore, operator_key: PrivateKey, service_factory: Callable[..., Any]) -> None:
     await seed(sqlite_store)

@@ -23,7 +23,7 @@ from trust.register import KeurmerkStatus, ParticipantStatus, Role
 from trust.register_service.accounts import OperatorAccounts, OperatorRole
 from trust.register_service.console import utc_time
 from trust.register_service.keys import load_or_create, public_pem
-from trust.register_service.server import SEND_TIMEOUT
+from trust.register_service.server import MAX_CONNECTIONS, SEND_TIMEOUT
 from trust.register_service.store import RegisterChangeRefused, RegisterStore
 
 T = TypeVar("T")
@@ -463,9 +463,11 @@ def _data_services(catalogue: Path | None) -> tuple[str, ...]:
 @click.option("--send-timeout", type=click.FloatRange(min=0, min_open=True), default=SEND_TIMEOUT, show_default=True,
               help="Seconds a client may take nothing of its answer (a feed reader that stopped reading) before "
                    "its connection is dropped.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=MAX_CONNECTIONS, show_default=True,
+              help="Client connections open at once; one more is closed as it arrives.")
 @pass_target
 def serve(target: Target, host: str, port: int, operator_key: Path, tls_cert: Path | None, tls_key: Path | None,
-          insecure_http: bool, heartbeat: float, catalogue: Path, send_timeout: float) -> None:
+          insecure_http: bool, heartbeat: float, catalogue: Path, send_timeout: float, max_connections: int) -> None:
     """Run the register service: snapshot, change feed, public register page and operator console."""
     from aiohttp import web
 
@@ -498,6 +500,7 @@ def serve(target: Target, host: str, port: int, operator_key: Path, tls_cert: Pa
     scheme = "http" if insecure_http else "https"
     click.echo(f"register service on {scheme}://{host}:{port}/ (register: {target.db}, pid {os.getpid()})")
     async def main() -> None:
-        await serve_app(await application(), host, port, send_timeout=send_timeout, ssl_context=context)
+        await serve_app(await application(), host, port, send_timeout=send_timeout, max_connections=max_connections,
+                        ssl_context=context)
 
     asyncio.run(main())

@@ -1,5 +1,6 @@
 """The register service on its port: aiohttp's connection handler inside a guard that ends a client which takes
-nothing of its answer for `send_timeout` (the node's `limits.send_timeout`, nginx's send_timeout).
+nothing of its answer for `send_timeout` (the node's `limits.send_timeout`, nginx's send_timeout), and turns away
+connections past `max_connections` (the node's `limits.max_connections`).
 
 Without it a feed reader or snapshot fetcher that stopped reading would hold its connection, the handler writing to
 it and the buffered part of its answer for ever: aiohttp waits for the transport to drain with no end. A reader that
@@ -24,30 +25,66 @@ SEND_TIMEOUT = 60.0  # seconds a client may take nothing of its answer (the node
 # it never ends (the node's exchange port: 75 s). aiohttp's own default, 3630 s, let one client hold a connection
 # for an hour per head it trickles.
 KEEPALIVE = 75.0
+# Client connections open at once (the node's limits.max_connections): one more is closed as it arrives, so that
+# feed readers cannot take every descriptor the service needs for its database and for nodes that poll.
+MAX_CONNECTIONS = 1024
+
+
+class OpenConnections:
+    """What a site's connections share: how many are open, the limit, and how many were turned away."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.turned_away = 0
+
+    def admit(self) -> bool:
+        if self.count >= self.limit:
+            self.turned_away += 1
+            if self.turned_away & (self.turned_away - 1) == 0:  # the 1st, 2nd, 4th, 8th...: said, not flooded
+                log.warning("connections refused: too many open", limit=self.limit, refused_so_far=self.turned_away)
+            return False
+        self.count += 1
+        return True
+
+    def release(self) -> None:
+        self.count -= 1
 
 
 class GuardedConnection(asyncio.Protocol):
     """One client connection: everything goes to aiohttp's RequestHandler; a write paused for `send_timeout`
     (the transport's buffer full because the client reads nothing) ends the connection."""
 
-    def __init__(self, handler: RequestHandler, send_timeout: float) -> None:
+    def __init__(self, handler: RequestHandler, send_timeout: float, connections: OpenConnections) -> None:
         self._handler = handler
         self._send_timeout = send_timeout
+        self._connections = connections
+        self._admitted = False
         self._transport: asyncio.Transport | None = None
         self._stall: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        if not self._connections.admit():
+            self._transport.abort()
+            return
+        self._admitted = True
         self._handler.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        self._handler.data_received(data)
+        if self._admitted:
+            self._handler.data_received(data)
 
     def eof_received(self) -> bool | None:
-        self._handler.eof_received()
+        if self._admitted:
+            self._handler.eof_received()
         return None  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._connections.release()
         self._stop_stall()
         self._handler.connection_lost(exc)
 
@@ -67,8 +104,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def _stalled(self) -> None:
         self._stall = None
-        if self._transport is None:
-            return
+        assert self._transport is not None  # paused writing needs a connection
         log.warning("client took nothing of its answer: connection dropped", seconds=self._send_timeout,
                     peer=self._transport.get_extra_info("peername"),
                     unsent_bytes=self._transport.get_write_buffer_size())
@@ -78,14 +114,16 @@ class GuardedConnection(asyncio.Protocol):
 class ServiceSite(web.BaseSite):
     """A TCP site whose connections are guarded (`GuardedConnection`); the runner's cleanup stops it."""
 
-    __slots__ = ("_host", "_port", "_reuse_address", "_send_timeout")
+    __slots__ = ("_connections", "_host", "_port", "_reuse_address", "_send_timeout")
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, send_timeout: float = SEND_TIMEOUT,
-                 ssl_context: ssl.SSLContext | None = None, reuse_address: bool | None = None) -> None:
+                 max_connections: int = MAX_CONNECTIONS, ssl_context: ssl.SSLContext | None = None,
+                 reuse_address: bool | None = None) -> None:
         super().__init__(runner, ssl_context=ssl_context)
         self._host = host
         self._port = port
         self._send_timeout = send_timeout
+        self._connections = OpenConnections(max_connections)
         self._reuse_address = reuse_address
 
     @property
@@ -98,7 +136,7 @@ class ServiceSite(web.BaseSite):
         assert server is not None  # set up by runner.setup()
 
         def connection() -> GuardedConnection:
-            return GuardedConnection(server(), self._send_timeout)
+            return GuardedConnection(server(), self._send_timeout, self._connections)
 
         self._server = await asyncio.get_running_loop().create_server(
             connection, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
@@ -111,12 +149,14 @@ def service_runner(app: web.Application, *, shutdown_timeout: float = 2.0) -> we
 
 
 async def serve(app: web.Application, host: str, port: int, *, send_timeout: float = SEND_TIMEOUT,
-                ssl_context: ssl.SSLContext | None = None, shutdown_timeout: float = 2.0) -> None:
+                max_connections: int = MAX_CONNECTIONS, ssl_context: ssl.SSLContext | None = None,
+                shutdown_timeout: float = 2.0) -> None:
     """Serve `app` until SIGINT or SIGTERM, then stop gracefully (what `web.run_app` does, on a guarded site)."""
     runner = service_runner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
-        await ServiceSite(runner, host, port, send_timeout=send_timeout, ssl_context=ssl_context).start()
+        await ServiceSite(runner, host, port, send_timeout=send_timeout, max_connections=max_connections,
+                          ssl_context=ssl_context).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
