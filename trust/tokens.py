@@ -111,10 +111,18 @@ def _header(token: str, error: str) -> dict[str, Any]:
     return header
 
 
+# The NumericDates this node reads: 1970 up to the last second of the year 9999, what `datetime` renders. Any
+# other is no time a token of ours could hold (json reads NaN and Infinity too, which RFC 8259 has no room for).
+_LAST_NUMERIC_DATE = 253_402_300_799
+
+
 def _int_claim(claims: dict[str, Any], name: str, error: str) -> int:
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenRejected(f"claim {name!r} must be a NumericDate, got {value!r}", error)
+    if not 0 <= value <= _LAST_NUMERIC_DATE:  # also False for NaN
+        shown = repr(value) if len(repr(value)) <= 40 else f"a number of {len(repr(value))} characters"
+        raise TokenRejected(f"claim {name!r} must be a NumericDate between 1970 and 9999, got {shown}", error)
     return int(value)
 
 
@@ -323,12 +331,13 @@ class ClientAssertionVerifier:
         current = now if now is not None else time.time()
         header = _header(assertion, "invalid_client")
         alg = header.get("alg")
-        if alg not in ASSERTION_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ASSERTION_ALGORITHMS:  # a list or object is not hashable
             raise TokenRejected(
                 f"alg {alg!r} is not accepted for client assertions ({', '.join(sorted(ASSERTION_ALGORITHMS))})",
                 "invalid_client",
             )
-        if header.get("typ") not in ASSERTION_TYPS:
+        typ = header.get("typ")
+        if not (typ is None or isinstance(typ, str)) or typ not in ASSERTION_TYPS:
             raise TokenRejected(f"typ {header.get('typ')!r} is not a client assertion", "invalid_client")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):

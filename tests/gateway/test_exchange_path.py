@@ -465,6 +465,32 @@ async def test_malformed_token_requests_get_oauth_and_edu_v_errors(federation: F
     assert answer.status == 400 and answer.body["error"] == "invalid_request"
 
 
+@pytest.mark.parametrize(
+    ("header", "claims"),
+    [({"alg": ["ES256"]}, {}), ({"typ": {}}, {}), ({}, {"exp": float("nan")}), ({}, {"iat": float("-inf")}),
+     ({}, {"exp": -1e20})],
+    ids=["alg list", "typ object", "exp NaN", "iat -Infinity", "exp before 1970"],
+)
+async def test_a_signed_assertion_with_an_unreadable_header_or_time_is_an_oauth_401_not_a_node_failure(
+    federation: Federation, header: dict[str, object], claims: dict[str, object]
+):
+    publisher = federation.client("publisher")
+    now = int(time.time())
+    signed = jwt.encode(
+        {"iss": publisher.client_id, "sub": publisher.client_id, "aud": publisher.base_url + "/oauth2/token",
+         "iat": now, "exp": now + 60, "jti": str(uuid.uuid4()), **claims},
+        publisher.identity.key, algorithm="ES256", headers={"kid": "cert"},
+    )
+    if header:  # pyjwt writes alg itself, so the header is swapped in (refused before the signature is checked)
+        forged = json.dumps({"alg": "ES256", "kid": "cert", **header}).encode()
+        signed = base64.urlsafe_b64encode(forged).decode().rstrip("=") + signed[signed.index("."):]
+    answer = await publisher.request_token(scope="progress", purpose="b", assertion=signed)
+    assert answer.status == 401, answer.body
+    assert answer.body["error"] == "invalid_client" and answer.body["error_description"].startswith(
+        "client assertion refused: "
+    )
+
+
 @pytest.mark.parametrize("purpose", ["q", "zz"])
 async def test_a_token_is_refused_for_a_purpose_its_data_services_do_not_allow(federation: Federation, purpose: str):
     answer = await federation.client("publisher").request_token(scope="progress", purpose=purpose)

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import socket
 import ssl
@@ -252,6 +253,20 @@ def test_a_token_missing_a_required_claim_is_refused(missing: str) -> None:
     del claims[missing]
     token = jwt.encode(claims, NODE_KEY, algorithm="ES256", headers={"typ": "at+jwt", "kid": "node-1"})
     with pytest.raises(TokenRejected, match=f"claim '{missing}' is required"):
+        issuer.verify(token, now=1_800_000_001)
+
+
+# json (and so pyjwt) reads NaN and Infinity, which RFC 8259 has no room for; nor does `datetime` for the rest.
+UNREADABLE_TIMES = [float("nan"), float("inf"), float("-inf"), 1e300, -1e20, -1, 253_402_300_800]
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", UNREADABLE_TIMES, ids=repr)
+def test_a_token_time_outside_1970_to_9999_is_refused_as_no_numeric_date(claim: str, value: float) -> None:
+    issuer = _issuer()
+    claims = _claims(issuer, 1_800_000_000, **{claim: value})
+    token = jwt.encode(claims, NODE_KEY, algorithm="ES256", headers={"typ": "at+jwt", "kid": "node-1"})
+    with pytest.raises(TokenRejected, match=f"claim '{claim}' must be a NumericDate between 1970 and 9999"):
         issuer.verify(token, now=1_800_000_001)
 
 
@@ -601,6 +616,35 @@ async def test_assertion_headers_that_choose_keys_are_refused(
     )
     with pytest.raises(TokenRejected, match=f"header parameter '{name}' is not accepted"):
         await _verifier().verify(token, peer=peer, register=federation.register())
+
+
+@pytest.mark.parametrize(
+    ("header", "refusal"),
+    [
+        ({"alg": ["ES256"]}, "alg ['ES256'] is not accepted"),
+        ({"alg": {"ES256": True}}, "alg {'ES256': True} is not accepted"),
+        ({"alg": "ES256", "typ": ["JWT"]}, "typ ['JWT'] is not a client assertion"),
+        ({"alg": "ES256", "typ": {}}, "typ {} is not a client assertion"),
+    ],
+)
+async def test_an_assertion_header_whose_alg_or_typ_is_a_list_or_object_is_refused_not_a_crash(
+    federation: Federation, peer: PeerIdentity, header: dict[str, Any], refusal: str
+) -> None:
+    token = _forge({**header, "kid": "pub-1"}, _assertion_claims(datetime.now().timestamp()))
+    with pytest.raises(TokenRejected, match=re.escape(refusal)) as refused:
+        await _verifier().verify(token, peer=peer, register=federation.register())
+    assert refused.value.error == "invalid_client"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", UNREADABLE_TIMES, ids=repr)
+async def test_an_assertion_time_outside_1970_to_9999_is_refused_as_no_numeric_date(
+    federation: Federation, peer: PeerIdentity, claim: str, value: float
+) -> None:
+    token = _signed(federation.publisher_key, _assertion_claims(datetime.now().timestamp(), **{claim: value}))
+    with pytest.raises(TokenRejected, match=f"claim '{claim}' must be a NumericDate between 1970 and 9999") as refused:
+        await _verifier().verify(token, peer=peer, register=federation.register())
+    assert refused.value.error == "invalid_client"
 
 
 async def test_an_access_token_is_not_a_client_assertion(federation: Federation, peer: PeerIdentity) -> None:
