@@ -60,7 +60,10 @@ def aware_utc(value: datetime | None) -> datetime | None:
         return None
     if value.tzinfo is None:
         raise ValueError("times must carry a UTC offset (RFC 3339)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in the year 0 in UTC: a ValueError, so pydantic reports it
+        raise ValueError("the time in UTC is outside the years 1 to 9999") from None
 
 
 class Keurmerk(_Model):

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.bodies import read_within
 from gateway.activation.model import ORG_MASTER_ID, Activation, ProcessingAgreement
@@ -38,11 +39,13 @@ from gateway.denials import (
     Unauthenticated,
 )
 from trust.certificates import CertificateRejected
+from trust.register import aware_utc
 
 if TYPE_CHECKING:
     from gateway.node import Node
 
 PREFIX = "/consent/v1"
+log = structlog.get_logger("edugate.consent")
 MAX_BODY = 64 * 1024
 
 
@@ -91,6 +94,9 @@ class AgreementBody(_Body):
     valid_from: datetime = Field(alias="validFrom")
     valid_until: datetime | None = Field(None, alias="validUntil")
 
+    # As the stored model reads them, so a time it would refuse is a 0011 here, naming the field.
+    _aware_times = field_validator("valid_from", "valid_until")(aware_utc)
+
     def agreement(self) -> ProcessingAgreement:
         return ProcessingAgreement(reference=self.reference, valid_from=self.valid_from, valid_until=self.valid_until)
 
@@ -103,6 +109,8 @@ class RequestBody(_Body):
     valid_until: datetime | None = Field(None, alias="validUntil")
     processing_agreement: AgreementBody | None = Field(None, alias="processingAgreement")
 
+    _aware_times = field_validator("valid_from", "valid_until")(aware_utc)
+
 
 class GrantBody(_Body):
     counterparty: str = Field(pattern=r"^\d{20}$")
@@ -112,6 +120,8 @@ class GrantBody(_Body):
     valid_until: datetime | None = Field(None, alias="validUntil")
     processing_agreement: AgreementBody | None = Field(None, alias="processingAgreement")
 
+    _aware_times = field_validator("valid_from", "valid_until")(aware_utc)
+
 
 class ConfirmBody(_Body):
     purposes: tuple[str, ...] | None = None
@@ -120,6 +130,8 @@ class ConfirmBody(_Body):
 
 class EndBody(_Body):
     valid_until: datetime = Field(alias="validUntil")
+
+    _aware_times = field_validator("valid_until")(aware_utc)
 
 
 class RevokeBody(_Body):
@@ -278,14 +290,16 @@ class ConsentApi:
             try:
                 return await handler(request, await self.caller(request))
             except Denial as denial:
-                headers = {"WWW-Authenticate": 'ApiKey realm="edugate-consent"'} if denial.http_status == 401 else None
-                return web.json_response(denial.body(), status=denial.http_status, headers=headers)
+                refused, status = denial, denial.http_status
             except NotFoundError as exc:
-                return web.json_response(NotFound(str(exc)).body(), status=404)
+                refused, status = NotFound(str(exc), step="consent"), 404
             except InvalidActivation as exc:
-                return web.json_response(SchemaIncorrect(str(exc)).body(), status=400)
+                refused, status = SchemaIncorrect(str(exc), step="consent"), 400
             except ActivationError as exc:
-                return web.json_response({"status": "0099", "statusMessage": str(exc)}, status=409)
+                refused, status = Denial(str(exc), step="consent"), 409
+            log.info("consent api refused", path=request.path, status=status, reason=refused.message)
+            headers = {"WWW-Authenticate": 'ApiKey realm="edugate-consent"'} if status == 401 else None
+            return web.json_response(refused.body(), status=status, headers=headers)
 
         return run
 
@@ -304,7 +318,10 @@ def _parse_time(value: str, name: str) -> datetime:
         raise SchemaIncorrect(f"{name} is not an RFC 3339 time", step="consent") from exc
     if parsed.tzinfo is None:
         raise SchemaIncorrect(f"{name} needs a UTC offset (RFC 3339)", step="consent")
-    return parsed
+    try:
+        return parsed.astimezone(UTC)  # the store compares its UTC text with this
+    except OverflowError as exc:
+        raise SchemaIncorrect(f"{name} is outside the years 1 to 9999 in UTC", step="consent") from exc
 
 
 T = TypeVar("T", bound=BaseModel)

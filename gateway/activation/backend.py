@@ -49,7 +49,11 @@ _PLACEHOLDER = re.compile(r"\$\d+")
 
 
 def to_text(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+    # isoformat, not strftime: strftime writes the year 1 as "1", which from_text cannot read back (and which sorts
+    # after "2026"); for the years 1000 to 9999 both write the same text.
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def from_text(value: str | None) -> datetime | None:

@@ -263,3 +263,55 @@ async def test_since_returns_only_what_changed_after_it(consent: Consent) -> Non
         bad = await publisher.get("/consent/v1/statuses", params={"since": "yesterday"})
         assert bad.status == 400
 
+
+
+async def test_an_activation_from_the_year_1_reads_back_and_leaves_the_schools_list_readable(consent: Consent) -> None:
+    key = await consent.store.create_school_key(SCHOOL)
+    async with consent.session() as school:
+        granted = await school.post(
+            "/consent/v1/activations",
+            json={"counterparty": DASHBOARD, "api": LMG, "validFrom": "0001-01-01T00:00:00Z"},
+            headers=school_key(key),
+        )
+        assert granted.status == 201
+        listed = await school.get("/consent/v1/statuses", headers=school_key(key))
+        assert listed.status == 200
+        assert [s["validFrom"] for s in (await listed.json())["statuses"]] == ["0001-01-01T00:00:00Z"]
+
+
+NAIVE, BEFORE_YEAR_1, AFTER_9999 = "2026-01-01T00:00:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/activations", {"counterparty": DASHBOARD, "api": LMG, "validFrom": BEFORE_YEAR_1}, "validFrom"),
+        ("/activations", {"counterparty": DASHBOARD, "api": LMG, "validUntil": AFTER_9999}, "validUntil"),
+        ("/activations", {"counterparty": DASHBOARD, "api": LMG, "validFrom": NAIVE}, "validFrom"),
+        ("/activations", {"counterparty": DASHBOARD, "api": LMG,
+                          "processingAgreement": {"reference": "VO-1", "validFrom": NAIVE}},
+         "processingAgreement.validFrom"),
+        ("/statuses/{id}/confirm", {"processingAgreement": {"reference": "VO-1", "validFrom": BEFORE_YEAR_1}},
+         "processingAgreement.validFrom"),
+        ("/statuses/{id}/end", {"validUntil": AFTER_9999}, "validUntil"),
+    ],
+)
+async def test_a_body_time_without_an_offset_or_outside_the_years_1_to_9999_in_utc_is_0011_naming_the_field(
+    consent: Consent, path: str, body: dict[str, Any], field: str
+) -> None:
+    key = await consent.store.create_school_key(SCHOOL)
+    requested = await consent.store.request(school=SCHOOL, data_service=LMG, counterparty=PUBLISHER, purposes=("a",))
+    async with consent.session() as school:
+        answer = await school.post(
+            "/consent/v1" + path.format(id=requested.id), json=body, headers=school_key(key)
+        )
+        document = await answer.json()
+    assert answer.status == 400 and document["status"] == "0011", document
+    assert f"{field}: " in document["statusMessage"]
+
+
+async def test_a_since_outside_the_years_1_to_9999_in_utc_is_0011(consent: Consent) -> None:
+    async with consent.session(PUBLISHER) as publisher:
+        answer = await publisher.get("/consent/v1/statuses", params={"since": BEFORE_YEAR_1})
+        document = await answer.json()
+    assert answer.status == 400 and document["statusMessage"] == "since is outside the years 1 to 9999 in UTC"
