@@ -119,13 +119,17 @@ def parse_moment(name: str, value: str, *, end_of_day: bool = False) -> datetime
             day = datetime.fromisoformat(text).replace(tzinfo=UTC)
             return day + timedelta(days=1) if end_of_day else day
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        if moment.tzinfo is None:
+            raise SchemaIncorrect(
+                f"{name}: {value!r} has no time zone (RFC 3339 needs Z or an offset)", step="log-api"
+            )
+        return moment.astimezone(UTC)
     except ValueError as exc:
         raise SchemaIncorrect(
             f"{name}: {value!r} is not a date (YYYY-MM-DD) or an RFC 3339 time", step="log-api"
         ) from exc
-    if moment.tzinfo is None:
-        raise SchemaIncorrect(f"{name}: {value!r} has no time zone (RFC 3339 needs Z or an offset)", step="log-api")
-    return moment.astimezone(UTC)
+    except OverflowError as exc:  # the day after 9999-12-31, or an offset that moves a time out of 1-9999 in UTC
+        raise SchemaIncorrect(f"{name}: {value!r} is outside the years 1 to 9999 in UTC", step="log-api") from exc
 
 
 def parse_count(name: str, value: str | None, *, default: int | None = None, minimum: int = 0,

@@ -141,6 +141,24 @@ async def test_bad_parameters_are_answered_400_with_status_0011_naming_the_param
         await publisher.close()
 
 
+@pytest.mark.parametrize("path", ["/log/v1/records", "/log/v1/checkpoints", "/log/v1/export"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("until", "9999-12-31"), ("since", "0001-01-01T00:00:00+01:00"), ("until", "9999-12-31T23:59:59-01:00")],
+    ids=["the day after 9999-12-31", "before the year 1 in UTC", "after 9999 in UTC"],
+)
+async def test_a_moment_outside_the_years_1_to_9999_in_utc_is_0011_not_a_node_failure(fed: Federation, path, name,
+                                                                                    value):
+    publisher = participant(fed, "publisher")
+    try:
+        answer = await publisher.get(path, **{name: value})
+        assert answer.status == 400, answer.text
+        assert answer.json() == {"status": "0011",
+                                 "statusMessage": f"{name}: {value!r} is outside the years 1 to 9999 in UTC"}
+    finally:
+        await publisher.close()
+
+
 async def test_an_inclusion_proof_for_an_index_past_the_log_is_not_found(fed: Federation, school_a: PortalClient):
     answer = await school_a.get("/log/v1/proof/inclusion", index=str(fed.node.log.size() + 10))
     assert answer.status == 404 and answer.json()["status"] == "0099"
