@@ -31,7 +31,8 @@ def sqlite_time(moment: datetime) -> str:
         # UTC time as RFC 3339 with "Z", and leaves out a fraction of zero, which fixed-width text must keep.
         text = _ENCODE(moment)[1:-1].decode()
         return text if len(text) == 27 else text[:-1] + ".000000Z"
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: strftime writes the year 999 as "999", which sorts after "2026" as text
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _placeholder(n: int) -> str:

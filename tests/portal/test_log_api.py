@@ -159,6 +159,16 @@ async def test_a_moment_outside_the_years_1_to_9999_in_utc_is_0011_not_a_node_fa
         await publisher.close()
 
 
+async def test_a_since_before_the_year_1000_still_takes_every_record_after_it(fed: Federation):
+    publisher = participant(fed, "publisher")
+    try:
+        everything = (await publisher.get("/log/v1/records")).json()["records"]
+        since_999 = (await publisher.get("/log/v1/records", since="0999-01-01")).json()["records"]
+        assert everything and since_999 == everything
+    finally:
+        await publisher.close()
+
+
 async def test_an_inclusion_proof_for_an_index_past_the_log_is_not_found(fed: Federation, school_a: PortalClient):
     answer = await school_a.get("/log/v1/proof/inclusion", index=str(fed.node.log.size() + 10))
     assert answer.status == 404 and answer.json()["status"] == "0099"
