@@ -31,7 +31,7 @@ from gateway.node import Node
 from gateway.pipeline import error_response, handle_exchange
 from gateway.portal import add_portal_routes
 from gateway.tls import HandshakeFailure, server_context, trust_cas
-from gateway.token_endpoint import TOKEN_PATH, token
+from gateway.token_endpoint import TOKEN_PATH, not_post, token
 
 NODE = web.AppKey("node", Node)
 log = structlog.get_logger("edugate.app")
@@ -43,6 +43,9 @@ def create_app(node: Node) -> web.Application:
 
     async def token_handler(request: web.Request) -> web.StreamResponse:
         return await token(node, request)
+
+    async def token_not_post(request: web.Request) -> web.StreamResponse:
+        return await not_post(node, request)
 
     async def exchange_handler(request: web.Request) -> web.StreamResponse:
         response = await handle_exchange(node, request)
@@ -70,6 +73,7 @@ def create_app(node: Node) -> web.Application:
         return web.json_response(node.tokens.jwks())
 
     app.router.add_post(TOKEN_PATH, token_handler)
+    app.router.add_route("*", TOKEN_PATH, token_not_post)  # after POST: it takes every other method
     app.router.add_get("/.well-known/oauth-authorization-server", metadata)
     app.router.add_get("/.well-known/jwks.json", jwks)
     add_health_routes(app, node)

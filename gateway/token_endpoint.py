@@ -88,6 +88,15 @@ async def token(node: Node, request: web.Request) -> web.Response:
     )
 
 
+async def not_post(node: Node, request: web.Request) -> web.Response:
+    """Any method but POST at the token endpoint: 405 in the OAuth format. Without it the exchange catch-all took
+    the request and answered that an access token was required, at the place a client comes to get one."""
+    response = _error(node, "invalid_request", f"the token endpoint takes POST (RFC 6749 §3.2), not {request.method}",
+                      405)
+    response.headers["Allow"] = "POST"
+    return response
+
+
 async def _form(request: web.Request, seconds: float) -> dict[str, str]:
     if request.content_type != "application/x-www-form-urlencoded":
         raise OAuthError("invalid_request", "the token request must be application/x-www-form-urlencoded")

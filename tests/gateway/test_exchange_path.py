@@ -465,6 +465,16 @@ async def test_malformed_token_requests_get_oauth_and_edu_v_errors(federation: F
     assert answer.status == 400 and answer.body["error"] == "invalid_request"
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "OPTIONS"])
+async def test_the_token_endpoint_answers_any_method_but_post_with_an_oauth_405_not_a_call_for_a_token(
+    federation: Federation, method: str
+):
+    answer = await federation.client("publisher").call(method, "/oauth2/token", token=None)
+    assert answer.status == 405 and answer.headers["Allow"] == "POST"
+    assert answer.body["error"] == "invalid_request"
+    assert answer.body["error_description"] == f"the token endpoint takes POST (RFC 6749 §3.2), not {method}"
+
+
 @pytest.mark.parametrize(
     ("header", "claims"),
     [({"alg": ["ES256"]}, {}), ({"typ": {}}, {}), ({}, {"exp": float("nan")}), ({}, {"iat": float("-inf")}),
