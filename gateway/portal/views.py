@@ -255,7 +255,7 @@ async def totals(request: web.Request, session: PortalSession) -> web.StreamResp
         bucket = "day"
     since_text, until_text = request.query.get("since"), request.query.get("until")
     until = parse_moment("until", until_text, end_of_day=True) if until_text else None
-    since = parse_moment("since", since_text) if since_text else (until or datetime.now(UTC)) - timedelta(days=30)
+    since = parse_moment("since", since_text) if since_text else _days_before(until or datetime.now(UTC), 30)
     rows = await portal(request).node.log.totals(school=session.school, since=since, until=until,
                                                  bucket=bucket)  # type: ignore[arg-type]
     table: dict[tuple[str, str], dict[str, int]] = {}
@@ -268,7 +268,15 @@ async def totals(request: web.Request, session: PortalSession) -> web.StreamResp
                       hourly=bucket == "hour")
     return render(request, "totals.html", session=session, table=sorted(table.items()), chart=chart,
                   bucket=bucket, since=since.date().isoformat(),
-                  until=(until - timedelta(days=1)).date().isoformat() if until else "", **_choices(request))
+                  until=_days_before(until, 1).date().isoformat() if until else "", **_choices(request))
+
+
+def _days_before(moment: datetime, days: int) -> datetime:
+    """`days` before `moment`, or the first moment there is: a school may ask for the totals up to the year 1."""
+    try:
+        return moment - timedelta(days=days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 # --- activations ---------------------------------------------------------------------------------------------

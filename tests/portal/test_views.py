@@ -10,6 +10,7 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from connectors.samples.federation import SCHOOL, Federation
@@ -118,6 +119,15 @@ async def test_totals_show_counts_per_counterparty_and_service_and_an_svg_chart(
     assert "Uitgeverij De Polder" in page.text and "leermateriaalgebruik" in page.text
     hourly = await school_a.get("/portal/totals", bucket="hour")
     assert "<svg" in hourly.text
+
+
+@pytest.mark.parametrize("until", ["0001-01-10", "0001-01-01T00:00:00Z"])
+async def test_totals_up_to_the_first_days_of_the_year_1_are_a_page_from_the_first_day_not_a_node_failure(
+    school_a: PortalClient, until: str
+):
+    page = await school_a.get("/portal/totals", until=until)
+    assert page.status == 200, page.text
+    assert 'value="0001-01-01"' in page.text  # the month before it, as far back as there are days
 
 
 async def test_the_portal_pages_work_without_javascript(fed: Federation, school_a: PortalClient):
