@@ -57,7 +57,10 @@ def to_text(value: datetime | None) -> str | None:
 
 
 def from_text(value: str | None) -> datetime | None:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if value is not None else None
+    if value is None:
+        return None
+    year, dash, rest = value.partition("-")  # rows to_text wrote with strftime hold the years 1-999 unpadded
+    return datetime.strptime(year.zfill(4) + dash + rest, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 class Backend(Protocol):

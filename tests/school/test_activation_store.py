@@ -298,3 +298,12 @@ async def test_an_exchange_whose_read_the_cache_has_moved_past_asks_the_store(tm
     finally:
         await node_store.close()
         await cli_store.close()
+
+
+async def test_an_activation_stored_with_an_unpadded_year_1_before_the_fix_still_reads_back(
+    store: ActivationStore,
+) -> None:
+    made = await activate(store)
+    await store.backend.execute("UPDATE activations SET valid_from = $1 WHERE id = $2", "1-01-01T00:00:00.000000Z",
+                                made.id)
+    assert (await store.get(made.id)).valid_from == datetime(1, 1, 1, tzinfo=UTC)
