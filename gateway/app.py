@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from aiohttp.web_urldispatcher import Resource
 
 from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
@@ -19,6 +20,7 @@ from gateway.activation.api import add_consent_routes
 from gateway.denials import (
     NODE_FAILED,
     UNPARSEABLE,
+    MethodNotAllowed,
     NodeFailed,
     NotFound,
     SchemaIncorrect,
@@ -80,8 +82,32 @@ def create_app(node: Node) -> web.Application:
     add_consent_routes(app, node, body_timeout=node.config.limits.body_timeout)
     add_portal_routes(app, node)
     add_log_routes(app, node)
+    _refuse_other_methods(app, node)
     app.router.add_route("*", "/{tail:.*}", exchange_handler)
     return app
+
+
+def _refuse_other_methods(app: web.Application, node: Node) -> None:
+    """A method a node path does not take is a 405 naming those it does: without it the request fell through to the
+    exchange catch-all, which refused it for want of an access token (`POST /healthz`: 401). Added after the node's
+    own routes, one per path: aiohttp tries a path's routes in order, so these take only what the others do not."""
+    methods: dict[str, set[str]] = {}
+    for served in app.router.resources():
+        if isinstance(served, Resource):  # not static files: aiohttp answers their other methods itself
+            methods.setdefault(served.canonical, set()).update(route.method for route in served)
+    for path, taken in methods.items():
+        if hdrs.METH_ANY in taken:
+            continue  # the path takes every method already (the token endpoint answers its own 405)
+        allowed = ", ".join(sorted(taken))
+
+        async def refuse(request: web.Request, allowed: str = allowed) -> web.Response:
+            denial = MethodNotAllowed(f"{request.method} is not offered on this path; use {allowed}", step="route")
+            _log_outside_pipeline(node, step=denial.step, reason=denial.message)
+            response = error_response(denial)
+            response.headers["Allow"] = allowed
+            return response
+
+        app.router.add_route(hdrs.METH_ANY, path, refuse)
 
 
 def _unrouted(node: Node) -> Any:

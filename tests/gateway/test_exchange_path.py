@@ -476,6 +476,26 @@ async def test_the_token_endpoint_answers_any_method_but_post_with_an_oauth_405_
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("POST", "/healthz", "GET, HEAD"), ("DELETE", "/.well-known/jwks.json", "GET, HEAD"),
+     ("GET", "/consent/v1/requests", "POST"), ("PUT", "/consent/v1/statuses/some-id", "GET, HEAD"),
+     ("POST", "/log/v1/records", "GET, HEAD")],
+)
+async def test_a_method_a_node_path_does_not_take_is_a_405_naming_those_it_does_not_a_call_for_a_token(
+    federation: Federation, method: str, path: str, allowed: str
+):
+    answer = await federation.client("publisher").call(method, path, token=None)
+    assert answer.status == 405 and answer.headers["Allow"] == allowed
+    assert answer.body == {"status": "0099", "statusMessage": f"{method} is not offered on this path; use {allowed}"}
+
+
+async def test_the_methods_a_node_path_takes_still_reach_it(federation: Federation):
+    client = federation.client("publisher")
+    assert (await client.call("GET", "/.well-known/jwks.json", token=None)).status == 200
+    assert (await client.call("GET", "/consent/v1/statuses/some-id", token=None)).status == 404  # its own answer
+
+
+@pytest.mark.parametrize(
     ("header", "claims"),
     [({"alg": ["ES256"]}, {}), ({"typ": {}}, {}), ({}, {"exp": float("nan")}), ({}, {"iat": float("-inf")}),
      ({}, {"exp": -1e20})],
