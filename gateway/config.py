@@ -100,6 +100,8 @@ class LogSection(_Section):
     retention_days: int | None = Field(None, gt=0)
     checkpoint_interval: float = Field(60.0, gt=0)
     student_key: Path | None = None  # the secret for keyed student hashes; generated if absent
+    # Records one export (log API, portal) carries: it is built in memory, so a longer period is asked for in parts.
+    max_export_records: int = Field(50_000, gt=0)
 
     @model_validator(mode="after")
     def _dsn_for_postgresql(self) -> LogSection:

@@ -86,6 +86,13 @@ class PayloadTooLarge(Denial):
     http_status = 413
 
 
+class TooMuchAsked(Denial):
+    """More than one answer carries (an export of more records than `[log] max_export_records`): ask for less."""
+
+    http_status = 400
+    edu_status = "0099"
+
+
 class RequestTimeout(Denial):
     """0099: the request body stopped arriving (`limits.body_timeout`); the connection is closed after the answer."""
 

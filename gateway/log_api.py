@@ -33,11 +33,11 @@ import structlog
 from aiohttp import web
 
 from connectors.logstore.base import GroupCommitLog, StoredRecord
-from connectors.logstore.export import build_export
+from connectors.logstore.export import ExportTooLarge, build_export
 from gateway.activation.model import ORG_MASTER_ID
 from gateway.checks.certificate import client_certificate, participant_admitted, peer_certificate_der
 from gateway.checks.register import register_fresh
-from gateway.denials import Denial, Forbidden, NotFound, SchemaIncorrect, Unauthenticated
+from gateway.denials import Denial, Forbidden, NotFound, SchemaIncorrect, TooMuchAsked, Unauthenticated
 from gateway.exchange import Exchange
 from gateway.pipeline import error_response
 from trust.checkpoint import SignedCheckpoint, public_key_pem
@@ -378,7 +378,12 @@ def add_log_routes(app: web.Application, node: Node) -> None:
         log_store = node.log
         if not isinstance(log_store, GroupCommitLog):
             raise NotFound("this log cannot export", step="log-api")
-        document = await build_export(log_store, **reader.scope(), since=query.since, until=query.until)
+        limit = node.config.log.max_export_records
+        try:
+            document = await build_export(log_store, **reader.scope(), since=query.since, until=query.until,
+                                          max_records=limit)
+        except ExportTooLarge as exc:
+            raise TooMuchAsked(f"the period holds {exc}: ask for a shorter one (since, until)", step="log-api") from exc
         document["records"] = [r for r in document["records"] if _readable(reader, r["record"])]
         return web.json_response(document)
 

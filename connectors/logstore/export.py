@@ -37,6 +37,11 @@ EXPORT_FORMAT = "edugate-log-export/1"
 _PAGE = 1000
 
 
+class ExportTooLarge(ValueError):
+    """The scope holds more records than the export may carry; raised before more are read, so that memory stays
+    bounded. The reader asks for a shorter period."""
+
+
 def _time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
@@ -48,9 +53,11 @@ async def build_export(
     party_oin: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    max_records: int | None = None,
 ) -> dict[str, Any]:
     """Records of one school (or participant) with proofs against a fresh checkpoint, and the checkpoints
-    made in the period with consistency proofs between consecutive ones. Scoped like `log.records`."""
+    made in the period with consistency proofs between consecutive ones. Scoped like `log.records`. More than
+    `max_records` records raise ExportTooLarge."""
     latest = await log.checkpoint()  # every exported record is covered by it
     checkpoints = [c for c in await log.checkpoints(since=since) if c.tree_size <= latest.tree_size]
     if not checkpoints or checkpoints[-1].jws != latest.jws:
@@ -72,6 +79,8 @@ async def build_export(
         for stored in page:
             if stored.index >= latest.tree_size:  # appended after the checkpoint: next export
                 continue
+            if max_records is not None and len(records) >= max_records:
+                raise ExportTooLarge(f"more than {max_records} records, more than one export carries")
             proof = await log.inclusion_proof(stored.index, latest.tree_size)
             records.append(
                 {

@@ -120,6 +120,7 @@ class Federation:
     send_timeout: float | None = None  # and its send_timeout
     max_connections: int | None = None  # and its max_connections
     replay_per_client: int | None = None  # the node's [redis] replay_per_client (with redis_url)
+    max_export_records: int | None = None  # the node's [log] max_export_records
     ca: Issued = field(init=False)
     rogue_ca: Issued = field(init=False)
     parties: dict[str, Party] = field(init=False)
@@ -212,6 +213,8 @@ class Federation:
         if redis and self.replay_per_client is not None:
             redis += f"replay_per_client = {self.replay_per_client}\n"
         store = f'store = "postgresql"\ndsn = "{self.log_dsn}"' if self.log_dsn else 'store = "sqlite"'
+        if self.max_export_records is not None:
+            store += f"\nmax_export_records = {self.max_export_records}"
         root = Path(__file__).resolve().parents[2]
         config = (
             textwrap.dedent(f"""\

@@ -14,15 +14,15 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from connectors.logstore.base import GroupCommitLog, StoredRecord
-from connectors.logstore.export import build_export
+from connectors.logstore.export import ExportTooLarge, build_export
 from connectors.logstore.record import ExchangeRecord
+from gateway.denials import TooMuchAsked
 from gateway.log_api import RecordQuery
 
 if TYPE_CHECKING:
     from gateway.node import Node
 
 PAGE = 1000
-MAX_RECORDS = 100_000  # an export beyond this is asked for per period
 
 CSV_COLUMNS = (
     "index", "exchange_id", "kind", "at", "direction", "caller_oin", "counterparty_oin", "client_id",
@@ -34,17 +34,26 @@ CSV_COLUMNS = (
 
 async def school_records(node: Node, school: str, query: RecordQuery,
                          student_hash: str | None = None) -> AsyncIterator[StoredRecord]:
-    """Every record of `school` matching `query`, oldest first, page by page (at most MAX_RECORDS)."""
+    """Every record of `school` matching `query`, oldest first, page by page. Past `[log] max_export_records`
+    the reader is told to ask for a shorter period (TooMuchAsked), never given a part as if it were all."""
+    limit = node.config.log.max_export_records
     offset = 0
-    while offset < MAX_RECORDS:
+    while True:
         found = await node.log.records(school=school, student_hash=student_hash, **query.filters(),
                                        oldest_first=True, limit=PAGE, offset=offset)
+        if offset + len(found) > limit:
+            raise too_much(limit)
         for stored in found:
             if stored.record.school == school:  # the store scoped it; checked again here all the same
                 yield stored
         if len(found) < PAGE:
             return
         offset += PAGE
+
+
+def too_much(limit: int) -> TooMuchAsked:
+    return TooMuchAsked(f"the period holds more than {limit} records, more than one export carries: ask for a "
+                        "shorter one", step="portal")
 
 
 def csv_row(stored: StoredRecord) -> list[str]:
@@ -85,7 +94,11 @@ async def export_json(node: Node, school: str, query: RecordQuery) -> dict[str, 
     log = node.log
     if not isinstance(log, GroupCommitLog):
         raise TypeError("exports need the node's own exchange log")
-    export = await build_export(log, school=school, since=query.since, until=query.until)
+    limit = node.config.log.max_export_records
+    try:
+        export = await build_export(log, school=school, since=query.since, until=query.until, max_records=limit)
+    except ExportTooLarge as exc:
+        raise too_much(limit) from exc
     kept = []
     for item in export["records"]:
         stored = StoredRecord(item["index"], bytes.fromhex(item["leaf_hash"]),

@@ -18,7 +18,7 @@ from connectors.samples.publisher import progress_record
 from gateway.cli import main
 from gateway.demo import eck_id
 from tests.portal.client import PortalClient
-from tests.portal.conftest import push
+from tests.portal.conftest import PASSWORD, USER, push
 from trust.eckid import ECK_ID_PREFIX
 
 
@@ -224,3 +224,35 @@ async def test_pages_forbid_framing_and_caching(fed: Federation, school_a: Porta
     page = await school_a.get("/portal/exchanges")
     assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("bound", [6, 5])  # the school's six records: exactly the bound, and one past it
+async def test_an_export_past_max_export_records_is_refused_whole_not_cut_short(tmp_path: Path, bound: int):
+    federation = Federation(tmp_path / "fed", max_export_records=bound)
+    await federation.start()
+    try:
+        await federation.activate_demo_schools()
+        for n in (1, 2, 3):
+            await push(federation, SCHOOL, n)
+        await PortalClient.portal_of(federation).accounts.add(school=SCHOOL, email=USER, password=PASSWORD)
+        client = PortalClient(federation)
+        try:
+            await client.login(USER, PASSWORD)
+            pages = [await client.get(path) for path in ("/portal/export.csv", "/portal/export.json", "/log/v1/export")]
+        finally:
+            await client.close()
+    finally:
+        await federation.close()
+    csv_page, json_page, api = pages
+    if bound == 6:
+        assert len(list(csv.reader(io.StringIO(csv_page.text)))) == 1 + 6
+        assert len(json.loads(json_page.text)["records"]) == len(api.json()["records"]) == 6
+        return
+    assert csv_page.status == json_page.status == 400
+    assert "more than 5 records, more than one export carries: ask for a shorter one" in csv_page.text
+    assert "more than 5 records, more than one export carries: ask for a shorter one" in json_page.text
+    assert api.status == 400 and api.json() == {
+        "status": "0099",
+        "statusMessage": "the period holds more than 5 records, more than one export carries: ask for a shorter one"
+                         " (since, until)",
+    }
