@@ -304,6 +304,7 @@ async def serve(
         send_timeout=config.limits.send_timeout,
         max_connections=config.limits.max_connections,
         on_turned_away=node.metrics.connections_refused.inc,
+        oauth_paths=frozenset({TOKEN_PATH}),
     )
     node.metrics.connections.set_function(lambda: len(exchanges.connections))
     site = ExchangeSite(

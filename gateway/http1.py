@@ -612,7 +612,11 @@ class ExchangeProtocol(asyncio.Protocol):
         if self._bridge is not None and self._bridge.started:
             self._close()  # aiohttp owns the connection's answers now; it cannot be told mid-stream
             return
-        payload = json.dumps(denial.body()).encode()
+        body = denial.body()
+        if denial.http_status < 500 and self._url.partition(b"?")[0] in self._server.oauth_paths:
+            # a client of the token endpoint reads OAuth's error fields (RFC 6749 §5.2); the Edu-V ones stay
+            body = {"error": "invalid_request", "error_description": denial.message, **body}
+        payload = json.dumps(body).encode()
         headers = (("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store"))
         answer = self.head(denial.http_status, headers, len(payload)) + payload
         if self._worker is None or self._worker is asyncio.current_task():
@@ -704,8 +708,11 @@ class ExchangeServer:
         send_timeout: float = 60.0,
         max_connections: int = 1024,
         on_turned_away: Callable[[], None] = lambda: None,
+        oauth_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.handler = handler
+        # request-targets (paths) whose refusals here also carry OAuth's error fields: the token endpoint's
+        self.oauth_paths = frozenset(path.encode("ascii") for path in oauth_paths)
         self._aiohttp_server = aiohttp_server
         self._node_paths = node_paths
         self.on_refused = on_refused  # a refusal outside the handler (unparseable, crashed): to be logged

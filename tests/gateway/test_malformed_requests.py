@@ -68,6 +68,20 @@ async def test_a_request_line_without_an_http_version_is_refused_as_unparseable(
     assert "HTTP/0.9 is not served here" in message
 
 
+@pytest.mark.parametrize("target", [b"/oauth2/token", b"/oauth2/token?x=1", b"/v1/progress/1"])
+async def test_a_token_request_the_node_cannot_parse_gets_oauths_error_fields_beside_edu_vs(
+    federation: Federation, target: bytes
+):
+    raw = b"POST %b HTTP/1.1\r\nHost: node\r\nContent-Length: -1\r\n\r\n" % target
+    answer = await exchange(federation, raw)
+    message = assert_edu_v(answer, 400, "0011")
+    parsed = json.loads(answer[2])
+    if target.startswith(b"/oauth2/token"):
+        assert (parsed["error"], parsed["error_description"]) == ("invalid_request", message)
+    else:
+        assert "error" not in parsed  # an exchange's refusal is Edu-V's alone
+
+
 @pytest.mark.parametrize("name", [b"Content-Type", b"Host"])
 async def test_a_repeated_singleton_header_is_refused_before_it_reaches_the_offered_api(
     federation: Federation, token: str, name: bytes
