@@ -242,6 +242,23 @@ async def test_a_feed_reader_that_stops_reading_is_dropped_after_the_send_timeou
     assert serials == list(range(base + 1, base + changes + 1))
 
 
+@pytest.mark.parametrize("head", [b"X-Bad\x01: y\r\n", b"X-Long: " + b"a" * 9000 + b"\r\n"])
+async def test_a_request_aiohttp_cannot_parse_gets_an_edu_v_error_not_plain_text(
+        sqlite_store: RegisterStore, operator_key: PrivateKey, server_tls: Issued, client_ssl: ssl.SSLContext,
+        service_factory: Callable[..., Any], head: bytes) -> None:
+    service = await service_factory(sqlite_store, operator_key, tls=server_tls)
+    target = URL(service.url)
+    reader, writer = await asyncio.open_connection(target.host, target.port, ssl=client_ssl)
+    writer.write(b"GET /v1/register/snapshot HTTP/1.1\r\nHost: register\r\n" + head + b"\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)  # then the service closes the connection
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.split()[1] == b"400" and b"Content-Type: application/json" in headers
+    refused = json.loads(body)
+    assert refused["status"] == "0011" and refused["statusMessage"], refused
+
+
 async def test_a_request_head_that_never_ends_is_closed_after_the_keepalive(
         sqlite_store: RegisterStore, operator_key: PrivateKey, server_tls: Issued, client_ssl: ssl.SSLContext,
         service_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
+from http import HTTPStatus
 from typing import cast
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 log = structlog.get_logger("edugate.register_service")
 
@@ -49,6 +51,23 @@ class OpenConnections:
 
     def release(self) -> None:
         self.count -= 1
+
+
+class EduVErrors(RequestHandler):
+    """aiohttp's connection handler, answering what it refuses itself (a request it cannot parse: a bad header byte,
+    a line past 8190 bytes; a handler that failed) in the Edu-V error format the service answers everything else in,
+    instead of aiohttp's plain text. No state of its own, so a handler aiohttp made is turned into one."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs as aiohttp does; raises if an answer had begun
+        told = message if status < 500 and message else HTTPStatus(status).phrase  # a failure's detail stays here
+        response = web.json_response({"status": "0011" if status == 400 else "0099", "statusMessage": told},
+                                     status=status)
+        response.force_close()
+        return response
 
 
 class GuardedConnection(asyncio.Protocol):
@@ -136,7 +155,9 @@ class ServiceSite(web.BaseSite):
         assert server is not None  # set up by runner.setup()
 
         def connection() -> GuardedConnection:
-            return GuardedConnection(server(), self._send_timeout, self._connections)
+            handler = server()  # made by aiohttp with the runner's settings
+            handler.__class__ = EduVErrors  # the same layout (no slots of its own): only its errors' format differs
+            return GuardedConnection(handler, self._send_timeout, self._connections)
 
         self._server = await asyncio.get_running_loop().create_server(
             connection, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
