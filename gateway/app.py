@@ -10,16 +10,16 @@ from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
 from aiohttp.web_urldispatcher import Resource
 
+from connectors.http_refusals import answer_refusals_with
 from connectors.logstore.base import LogWriteFailed
 from connectors.logstore.record import ExchangeRecord
 from gateway.activation.api import add_consent_routes
 from gateway.denials import (
     NODE_FAILED,
     UNPARSEABLE,
+    Denial,
     MethodNotAllowed,
     NodeFailed,
     NotFound,
@@ -167,36 +167,31 @@ class _NodeRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        handler_class = _edu_v_request_handler(self._node)
+        node = self._node
 
-        class NodeServer(web.Server):
-            def __call__(self) -> RequestHandler:
-                return handler_class(self, loop=self._loop, **self._kwargs)
+        def answer(status: int, message: str | None) -> web.StreamResponse:
+            denial = _refusal(status, message)
+            _log_outside_pipeline(node, step=denial.step, reason=denial.message)
+            return web.json_response(denial.body(), status=status, headers={"Cache-Control": "no-store"})
 
-        server.__class__ = NodeServer  # the same server; only the class of its connections' handlers differs
+        answer_refusals_with(server, answer)
         return server
 
 
-def _edu_v_request_handler(node: Node) -> type[RequestHandler]:
-    class EduVRequestHandler(RequestHandler):
-        def handle_error(
-            self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
-        ) -> web.StreamResponse:
-            reason = UNPARSEABLE if status == 400 else NODE_FAILED
-            if status < 500:
-                reason = with_detail(reason, message)
-            denial = SchemaIncorrect(reason, step="http") if status == 400 else NodeFailed(reason, step="http")
-            _log_outside_pipeline(node, step=denial.step, reason=denial.message)
-            if status >= 500:
-                super().handle_error(request, status, exc, message)  # aiohttp's own traceback and checks
-            elif request.writer.output_size > 0:  # aiohttp's check: too late for an answer
-                raise ConnectionError("a response is sent already, cannot send another with the error message")
-            # (a client's unparseable request is its own doing: logged above as a denial, with no traceback)
-            response = web.json_response(denial.body(), status=status, headers={"Cache-Control": "no-store"})
-            response.force_close()
-            return response
+def _refusal(status: int, message: str | None) -> Denial:
+    """What aiohttp refused by itself, as a denial: an unparseable request (400), or a failure of the node."""
+    reason = UNPARSEABLE if status == 400 else NODE_FAILED
+    if status < 500:
+        reason = with_detail(reason, message)
+    return SchemaIncorrect(reason, step="http") if status == 400 else NodeFailed(reason, step="http")
 
-    return EduVRequestHandler
+
+def _ops_refusal(status: int, message: str | None) -> web.StreamResponse:
+    """The ops port's: the same body, logged as a line only (the port is the operator's, on loopback; its requests
+    are no exchanges, so they leave no record in the exchange log)."""
+    denial = _refusal(status, message)
+    log.info("ops request refused", status=status, reason=denial.message)
+    return web.json_response(denial.body(), status=status, headers={"Cache-Control": "no-store"})
 
 
 def _log_outside_pipeline(node: Node, *, step: str, reason: str) -> None:
@@ -320,6 +315,8 @@ async def serve(
     if ops_port is not None:
         ops = web.AppRunner(create_ops_app(node), access_log=None)
         await ops.setup()
+        assert ops.server is not None  # made by setup()
+        answer_refusals_with(ops.server, _ops_refusal)
         await web.TCPSite(ops, "127.0.0.1", ops_port).start()
         served.ops_runner, served.ops_port = ops, _bound_port(ops)
     return served

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,19 @@ async def test_readyz_is_ok_with_a_fresh_register_and_a_writable_log(federation:
     assert await ops_get(federation, "/healthz") == (200, '{"status": "alive"}')
     status, body = await ops_get(federation, "/readyz")
     assert status == 200 and '"ready"' in body
+
+
+async def test_a_request_the_ops_port_cannot_parse_gets_an_edu_v_error_not_plain_text(federation: Federation):
+    assert federation.served is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", federation.served.ops_port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: ops\r\nX-Bad\x01: y\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)  # then the port closes the connection
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.split()[1] == b"400" and b"Content-Type: application/json" in headers
+    refused = json.loads(body)
+    assert refused["status"] == "0011" and refused["statusMessage"].startswith("the request could not be parsed")
 
 
 async def test_metrics_count_exchanges_by_service_and_decision(federation: Federation):

@@ -18,7 +18,8 @@ from typing import cast
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
+
+from connectors.http_refusals import answer_refusals_with
 
 log = structlog.get_logger("edugate.register_service")
 
@@ -53,21 +54,12 @@ class OpenConnections:
         self.count -= 1
 
 
-class EduVErrors(RequestHandler):
-    """aiohttp's connection handler, answering what it refuses itself (a request it cannot parse: a bad header byte,
-    a line past 8190 bytes; a handler that failed) in the Edu-V error format the service answers everything else in,
-    instead of aiohttp's plain text. No state of its own, so a handler aiohttp made is turned into one."""
-
-    __slots__ = ()
-
-    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs as aiohttp does; raises if an answer had begun
-        told = message if status < 500 and message else HTTPStatus(status).phrase  # a failure's detail stays here
-        response = web.json_response({"status": "0011" if status == 400 else "0099", "statusMessage": told},
-                                     status=status)
-        response.force_close()
-        return response
+def _edu_v_refusal(status: int, message: str | None) -> web.StreamResponse:
+    """What aiohttp refuses before the app (a header byte HTTP does not allow, a line past 8190 bytes; a failed
+    handler), in the Edu-V error format the service answers everything else in."""
+    told = message if status < 500 and message else HTTPStatus(status).phrase  # a failure's detail stays in the log
+    log.info("request refused", status=status, reason=told)
+    return web.json_response({"status": "0011" if status == 400 else "0099", "statusMessage": told}, status=status)
 
 
 class GuardedConnection(asyncio.Protocol):
@@ -154,10 +146,10 @@ class ServiceSite(web.BaseSite):
         server = self._runner.server
         assert server is not None  # set up by runner.setup()
 
+        answer_refusals_with(server, _edu_v_refusal)
+
         def connection() -> GuardedConnection:
-            handler = server()  # made by aiohttp with the runner's settings
-            handler.__class__ = EduVErrors  # the same layout (no slots of its own): only its errors' format differs
-            return GuardedConnection(handler, self._send_timeout, self._connections)
+            return GuardedConnection(server(), self._send_timeout, self._connections)
 
         self._server = await asyncio.get_running_loop().create_server(
             connection, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
