@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from aiohttp import web
 from connectors.samples.federation import SCHOOL, Federation
 from connectors.samples.publisher import progress_record
 from gateway.demo import eck_id
+from tests.raw_answers import answer_before_close
 
 
 async def ops_get(fed: Federation, path: str) -> tuple[int, str]:
@@ -29,15 +29,11 @@ async def test_readyz_is_ok_with_a_fresh_register_and_a_writable_log(federation:
 
 
 async def test_a_request_the_ops_port_cannot_parse_gets_an_edu_v_error_not_plain_text(federation: Federation):
-    assert federation.served is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", federation.served.ops_port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: ops\r\nX-Bad\x01: y\r\n\r\n")
-    answer = await asyncio.wait_for(reader.read(), 10)  # then the port closes the connection
-    writer.close()
-    status_line, _, rest = answer.partition(b"\r\n")
-    headers, _, body = rest.partition(b"\r\n\r\n")
-    assert status_line.split()[1] == b"400" and b"Content-Type: application/json" in headers
-    refused = json.loads(body)
+    assert federation.served is not None and federation.served.ops_port is not None
+    status, head, refused = await answer_before_close(
+        "127.0.0.1", federation.served.ops_port, b"GET /metrics HTTP/1.1\r\nHost: ops\r\nX-Bad\x01: y\r\n\r\n"
+    )
+    assert status == 400 and b"Content-Type: application/json" in head
     assert refused["status"] == "0011" and refused["statusMessage"].startswith("the request could not be parsed")
 
 

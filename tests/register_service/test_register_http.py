@@ -19,6 +19,7 @@ from yarl import URL
 
 from connectors.register_source import server_sent_events
 from tests.databases import postgres_database
+from tests.raw_answers import answer_before_close
 from trust.pki import Issued
 from trust.register import ParticipantStatus, Role
 from trust.register_service.api import PUBLISHER
@@ -248,14 +249,10 @@ async def test_a_request_aiohttp_cannot_parse_gets_an_edu_v_error_not_plain_text
         service_factory: Callable[..., Any], head: bytes) -> None:
     service = await service_factory(sqlite_store, operator_key, tls=server_tls)
     target = URL(service.url)
-    reader, writer = await asyncio.open_connection(target.host, target.port, ssl=client_ssl)
-    writer.write(b"GET /v1/register/snapshot HTTP/1.1\r\nHost: register\r\n" + head + b"\r\n")
-    answer = await asyncio.wait_for(reader.read(), 10)  # then the service closes the connection
-    writer.close()
-    status_line, _, rest = answer.partition(b"\r\n")
-    headers, _, body = rest.partition(b"\r\n\r\n")
-    assert status_line.split()[1] == b"400" and b"Content-Type: application/json" in headers
-    refused = json.loads(body)
+    assert target.host is not None and target.port is not None
+    raw = b"GET /v1/register/snapshot HTTP/1.1\r\nHost: register\r\n" + head + b"\r\n"
+    status, answered_head, refused = await answer_before_close(target.host, target.port, raw, context=client_ssl)
+    assert status == 400 and b"Content-Type: application/json" in answered_head
     assert refused["status"] == "0011" and refused["statusMessage"], refused
 
 
