@@ -41,6 +41,7 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+from connectors.http_refusals import ConnectionLimit
 from gateway.denials import NODE_FAILED, UNPARSEABLE, Denial, NodeFailed, SchemaIncorrect, with_detail
 
 log = structlog.get_logger("edugate.http1")
@@ -317,13 +318,8 @@ class ExchangeProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's SSL transport is one, not a subclass
-        if len(self._server.connections) >= self._server.max_connections:
+        if not self._server.connection_limit.admits(len(self._server.connections)):
             # Full: the descriptors left are the node's own (the log, the upstreams, the register), not a client's.
-            turned_away = self._server.turned_away = self._server.turned_away + 1
-            self._server.on_turned_away()
-            if turned_away & (turned_away - 1) == 0:  # the 1st, 2nd, 4th, 8th...: said, not flooded
-                log.warning("connections refused: too many open", limit=self._server.max_connections,
-                            refused_so_far=turned_away)
             self._lost = True
             self._transport.abort()
             return
@@ -722,9 +718,8 @@ class ExchangeServer:
         self.max_head_size = max_head_size  # bytes of the packets that arrive wholly inside an unfinished head
         self.body_timeout = body_timeout  # seconds a request body may pause
         self.send_timeout = send_timeout  # seconds a client may leave the answer untaken
-        self.max_connections = max_connections  # open client connections; one more is closed at once
-        self.turned_away = 0
-        self.on_turned_away = on_turned_away  # a connection was closed on arrival (for the metrics)
+        # open client connections; one more is closed at once (and `on_turned_away` told, for the metrics)
+        self.connection_limit = ConnectionLimit(max_connections, on_turned_away=on_turned_away)
         self.connections: set[ExchangeProtocol] = set()
         self.stopping = False
         self._all_idle: asyncio.Event | None = None

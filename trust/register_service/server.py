@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from connectors.http_refusals import answer_refusals_with
+from connectors.http_refusals import ConnectionLimit, answer_refusals_with
 
 log = structlog.get_logger("edugate.register_service")
 
@@ -34,18 +34,14 @@ MAX_CONNECTIONS = 1024
 
 
 class OpenConnections:
-    """What a site's connections share: how many are open, the limit, and how many were turned away."""
+    """What a site's connections share: how many are open, within their limit."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
+        self.limit = ConnectionLimit(limit)
         self.count = 0
-        self.turned_away = 0
 
     def admit(self) -> bool:
-        if self.count >= self.limit:
-            self.turned_away += 1
-            if self.turned_away & (self.turned_away - 1) == 0:  # the 1st, 2nd, 4th, 8th...: said, not flooded
-                log.warning("connections refused: too many open", limit=self.limit, refused_so_far=self.turned_away)
+        if not self.limit.admits(self.count):
             return False
         self.count += 1
         return True
