@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, StrictInt, ValidationError
 
@@ -35,6 +35,7 @@ from trust.register_service.schema import statements
 
 NOTIFY_CHANNEL = "edugate_register"
 KEPT_DOCUMENTS = 1000  # older serials' documents are pruned; a feed that resumes before them gets the latest
+EXPORT_FORMAT = "edugate-register-export/1"
 MAX_SERIAL = 2**63 - 2  # the databases' 64-bit integer, with room for the next serial
 
 
@@ -570,7 +571,7 @@ class RegisterStore:
             reasons = await conn.fetch("SELECT oin, data_service, role, status_reason FROM keurmerken"
                                        " WHERE status_reason IS NOT NULL")
         return {
-            "format": "edugate-register-export/1",
+            "format": EXPORT_FORMAT,
             "serial": serial,
             "register": document,
             "certificates": [{"oin": r["oin"], "pem": r["pem"]} for r in certificates],
@@ -580,8 +581,8 @@ class RegisterStore:
     async def import_register(self, data: dict[str, Any], *, actor: str) -> int:
         """Replace the register's content with an export. The serial still moves forward, never back, so
         nodes that follow this register accept the result."""
-        if not isinstance(data, dict) or data.get("format") != "edugate-register-export/1":
-            raise RegisterChangeRefused("not an edugate register export (format edugate-register-export/1)")
+        if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+            raise RegisterChangeRefused(f"not an edugate register export (format {EXPORT_FORMAT})")
         try:
             export = RegisterExport.model_validate(data)
             raw = export.document.model_dump()
@@ -650,9 +651,9 @@ class _ExportedRegister(BaseModel, extra="allow"):
 
 class RegisterExport(BaseModel):
     """The envelope `export()` writes: checked before use, so that an edited or foreign file is refused saying what
-    is wrong (a missing `register`, a serial the database cannot hold) instead of failing half-way."""
+    is wrong (a missing `register`, a serial the database cannot hold) instead of failing half-way. (Its `format`
+    is checked before, with a message of its own.)"""
 
-    format: Literal["edugate-register-export/1"]
     serial: StrictInt = Field(0, ge=0, le=MAX_SERIAL)
     # `register` is ABCMeta's method on every model, which pydantic would take as the field's default: an alias
     document: _ExportedRegister = Field(alias="register")
