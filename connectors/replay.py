@@ -40,6 +40,13 @@ class ReplayCacheFull(ReplayCacheUnavailable):
     """No room for the key: the cache is full, or its owner holds the most live keys one owner may."""
 
 
+def _share_full(owner: str, share: int) -> ReplayCacheFull:
+    """The refusal of a key whose owner already holds its `share` of live keys (logged: a client this busy is news)."""
+    log.warning("replay_cache_owner_full", owner=owner, max_per_owner=share)
+    return ReplayCacheFull(f"{owner or 'this client'} has {share} unexpired assertions, the most one client may: "
+                           "wait for them to expire")
+
+
 class InProcessReplayCache:
     """A bounded in-memory replay cache for a single node.
 
@@ -76,9 +83,7 @@ class InProcessReplayCache:
             log.warning("replay_cache_full", max_entries=self._max_entries)
             raise ReplayCacheFull(f"the replay cache holds its {self._max_entries} unexpired assertions")
         if self._owners[owner] >= self._max_per_owner:
-            log.warning("replay_cache_owner_full", owner=owner, max_per_owner=self._max_per_owner)
-            raise ReplayCacheFull(f"{owner or 'this client'} has {self._max_per_owner} unexpired assertions, the most "
-                                  "one client may: wait for them to expire")
+            raise _share_full(owner, self._max_per_owner)
         self._expiry[key] = (expires_at, owner)
         self._owners[owner] += 1
         heapq.heappush(self._heap, (expires_at, key))
@@ -149,9 +154,7 @@ class RedisReplayCache:
         except RedisError as exc:
             raise ReplayCacheUnavailable(f"replay cache (Redis) unavailable: {exc}") from exc
         if answer == -1:
-            log.warning("replay_cache_owner_full", owner=owner, max_per_owner=self._max_per_owner)
-            raise ReplayCacheFull(f"{owner or 'this client'} has {self._max_per_owner} unexpired assertions, the most "
-                                  "one client may: wait for them to expire")
+            raise _share_full(owner, self._max_per_owner)
         if answer not in (0, 1):
             raise ReplayCacheUnavailable(f"replay cache (Redis) answered {answer!r}, neither a first use nor a replay")
         return answer == 1
